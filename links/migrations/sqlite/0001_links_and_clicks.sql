@@ -1,0 +1,54 @@
+-- Links, id blocks, settings and click counts of the embedded store.
+-- Times are milliseconds (links) or seconds (click buckets) since the epoch, UTC.
+
+CREATE TABLE links (
+    code          TEXT    NOT NULL PRIMARY KEY,
+    url           TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    redirect      INTEGER NOT NULL,
+    forward_query INTEGER NOT NULL,
+    deleted_at    INTEGER,
+    token_digest  BLOB    NOT NULL,
+    -- When the row may be forgotten: the retention after expiry or deletion.
+    purge_at      INTEGER
+) WITHOUT ROWID;
+
+CREATE INDEX links_by_purge_at ON links (purge_at) WHERE purge_at IS NOT NULL;
+
+-- The next id not yet leased to any instance.
+CREATE TABLE id_blocks (
+    name TEXT    NOT NULL PRIMARY KEY,
+    next INTEGER NOT NULL
+) WITHOUT ROWID;
+
+INSERT INTO id_blocks (name, next) VALUES ('links', 0);
+
+CREATE TABLE settings (
+    name  TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE click_totals (
+    code       TEXT    NOT NULL PRIMARY KEY,
+    clicks     INTEGER NOT NULL,
+    bot_clicks INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE click_buckets (
+    code        TEXT    NOT NULL,
+    granularity TEXT    NOT NULL,
+    start       INTEGER NOT NULL,
+    clicks      INTEGER NOT NULL,
+    bot_clicks  INTEGER NOT NULL,
+    PRIMARY KEY (code, granularity, start)
+) WITHOUT ROWID;
+
+CREATE TABLE click_tops (
+    code      TEXT    NOT NULL,
+    day       INTEGER NOT NULL,
+    dimension TEXT    NOT NULL,
+    value     TEXT    NOT NULL,
+    clicks    INTEGER NOT NULL,
+    PRIMARY KEY (code, day, dimension, value)
+) WITHOUT ROWID;

@@ -1,0 +1,13 @@
+//! Click events and their aggregation, shared by the API's in-process
+//! pipeline and the analytics worker.
+
+mod aggregate;
+mod classify;
+mod event;
+
+pub use aggregate::{
+    Aggregator, BucketKey, ClickBatch, Counts, DIRECT, Dimension, Granularity, TopKey,
+    UNKNOWN_COUNTRY,
+};
+pub use classify::{Agent, DeviceClass, UserAgentClassifier};
+pub use event::{ClickEvent, Country, MAX_USER_AGENT};

@@ -1,0 +1,29 @@
+//! The domain of the shortener, shared by the API and the analytics worker.
+//!
+//! - [`code`]: the path segment naming a link — [`Code`], and [`Alias`] for
+//!   codes users choose.
+//! - [`codegen`]: generated codes, unique by construction: leased id blocks
+//!   and a keyed bijection (FF1) from ids to codes.
+//! - [`target`]: [`TargetUrl`], a URL safe to redirect to.
+//! - [`link`]: [`Link`], its redirect status, changes, and the token that
+//!   lets its owner change it.
+//! - [`clicks`]: click events, user-agent classification, and the
+//!   aggregation that turns events into counts.
+//! - [`stats`]: the statistics a link's owner reads.
+//! - [`storage`]: the [`LinkStore`] port and its adapters.
+//!
+//! Nothing here knows about HTTP; the API converts requests into these
+//! types once, at its edge.
+
+pub mod clicks;
+pub mod code;
+pub mod codegen;
+pub mod link;
+pub mod stats;
+pub mod storage;
+pub mod target;
+
+pub use code::{Alias, Code, CodeError};
+pub use link::{Link, LinkChanges, LinkState, ManageToken, RedirectStatus, TokenDigest};
+pub use storage::{LinkStore, StoreError};
+pub use target::{TargetUrl, UrlError, UrlPolicy};

@@ -1,0 +1,404 @@
+//! The contract every [`LinkStore`] adapter passes.
+//!
+//! An adapter's test crate instantiates the suite with
+//! [`link_store_contract!`](crate::link_store_contract), giving it an async
+//! function that returns a fresh, empty store (its own file, keyspace, …):
+//!
+//! ```text
+//! links::link_store_contract!(fresh_store);
+//! ```
+
+use std::{any::Any, collections::HashSet, sync::Arc};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::{LinkStore, StoreError};
+use crate::{
+    clicks::{Aggregator, ClickEvent, Counts, Dimension, Granularity, UserAgentClassifier},
+    code::Code,
+    link::{Link, LinkChanges, ManageToken, RedirectStatus},
+    stats::StatsQuery,
+    target::{TargetUrl, UrlPolicy},
+};
+
+/// A store under test, with whatever keeps its backing resources alive.
+pub struct Fixture {
+    pub store: Arc<dyn LinkStore>,
+    pub guard: Box<dyn Any + Send>,
+}
+
+impl std::fmt::Debug for Fixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixture")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh SQLite store in a temporary directory.
+pub async fn sqlite_fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = super::sqlite::SqliteStore::open(super::sqlite::SqliteOptions {
+        path: dir.path().join("shortener.db"),
+        readers: 2,
+        max_in_flight: 64,
+        busy_timeout: std::time::Duration::from_secs(5),
+        retention: Duration::days(30),
+    })
+    .await
+    .expect("open SQLite store");
+    Fixture {
+        store,
+        guard: Box::new(dir),
+    }
+}
+
+/// Generates one `#[tokio::test]` per contract case for an adapter.
+#[macro_export]
+macro_rules! link_store_contract {
+    ($fixture:path) => {
+        $crate::link_store_contract!(@cases $fixture;
+            inserted_links_read_back_equal,
+            a_taken_code_conflicts_and_keeps_the_original,
+            unknown_codes_read_as_none,
+            id_leases_never_overlap,
+            updates_apply_to_live_links_only,
+            deletes_mark_links_once,
+            expired_links_still_read_back,
+            click_batches_accumulate_into_stats,
+            stats_of_a_link_never_clicked_are_zero,
+            settings_keep_the_first_value,
+            ping_answers,
+        );
+    };
+    (@cases $fixture:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::storage::contract::$case($fixture().await).await;
+            }
+        )*
+    };
+}
+
+fn policy() -> UrlPolicy {
+    UrlPolicy {
+        max_len: 2048,
+        blocked_hosts: vec![],
+    }
+}
+
+/// A link with a code unique to this test run.
+pub fn sample_link(tag: &str) -> Link {
+    let code = format!("{tag}{:06}", rand::random::<u32>() % 1_000_000);
+    Link {
+        code: Code::parse(&code).expect("valid code"),
+        url: TargetUrl::parse(&format!("https://example.com/{tag}?q=1#top"), &policy())
+            .expect("valid URL"),
+        // Whole milliseconds: what every store keeps.
+        created_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+            .expect("valid time"),
+        expires_at: None,
+        redirect: RedirectStatus::TemporaryRedirect,
+        forward_query: true,
+        deleted_at: None,
+        token: ManageToken::generate().digest(),
+    }
+}
+
+pub async fn inserted_links_read_back_equal(f: Fixture) {
+    let mut link = sample_link("rt");
+    link.expires_at = Some(link.created_at + Duration::days(3));
+    f.store.insert_link(&link).await.expect("insert");
+    let read = f.store.get_link(&link.code).await.expect("get");
+    assert_eq!(read, Some(link));
+}
+
+pub async fn a_taken_code_conflicts_and_keeps_the_original(f: Fixture) {
+    let first = sample_link("cf");
+    f.store.insert_link(&first).await.expect("insert");
+    let mut second = first.clone();
+    second.url = TargetUrl::parse("https://other.example/", &policy()).expect("valid");
+    let err = f
+        .store
+        .insert_link(&second)
+        .await
+        .expect_err("second insert");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(
+        f.store.get_link(&first.code).await.expect("get"),
+        Some(first)
+    );
+}
+
+pub async fn unknown_codes_read_as_none(f: Fixture) {
+    let code = Code::parse("nosuchcode").expect("valid");
+    assert_eq!(f.store.get_link(&code).await.expect("get"), None);
+}
+
+pub async fn id_leases_never_overlap(f: Fixture) {
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let store = f.store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ranges = Vec::new();
+            for _ in 0..5 {
+                ranges.push(store.lease_ids(100).await.expect("lease"));
+            }
+            ranges
+        }));
+    }
+    let mut seen = HashSet::new();
+    for handle in handles {
+        for range in handle.await.expect("task") {
+            assert_eq!(range.end - range.start, 100);
+            for id in range {
+                assert!(seen.insert(id), "id {id} leased twice");
+            }
+        }
+    }
+    assert_eq!(seen.len(), 16 * 5 * 100);
+}
+
+pub async fn updates_apply_to_live_links_only(f: Fixture) {
+    let link = sample_link("up");
+    f.store.insert_link(&link).await.expect("insert");
+    let until = link.created_at + Duration::hours(1);
+    let changes = LinkChanges {
+        url: Some(TargetUrl::parse("https://changed.example/x", &policy()).expect("valid")),
+        expires_at: Some(Some(until)),
+        redirect: Some(RedirectStatus::PermanentRedirect),
+        forward_query: Some(false),
+    };
+    let updated = f
+        .store
+        .update_link(&link.code, &changes)
+        .await
+        .expect("update")
+        .expect("live link");
+    assert_eq!(updated.url.as_str(), "https://changed.example/x");
+    assert_eq!(updated.expires_at, Some(until));
+    assert_eq!(updated.redirect, RedirectStatus::PermanentRedirect);
+    assert!(!updated.forward_query);
+    assert_eq!(updated.created_at, link.created_at);
+    assert_eq!(
+        f.store.get_link(&link.code).await.expect("get"),
+        Some(updated)
+    );
+
+    let clear = LinkChanges {
+        expires_at: Some(None),
+        ..Default::default()
+    };
+    let cleared = f
+        .store
+        .update_link(&link.code, &clear)
+        .await
+        .expect("update");
+    assert_eq!(cleared.expect("live").expires_at, None);
+
+    let unknown = Code::parse("nosuchcode").expect("valid");
+    assert_eq!(
+        f.store.update_link(&unknown, &clear).await.expect("update"),
+        None
+    );
+    f.store
+        .delete_link(&link.code, Utc::now())
+        .await
+        .expect("delete");
+    assert_eq!(
+        f.store
+            .update_link(&link.code, &changes)
+            .await
+            .expect("update"),
+        None
+    );
+}
+
+pub async fn deletes_mark_links_once(f: Fixture) {
+    let link = sample_link("del");
+    f.store.insert_link(&link).await.expect("insert");
+    let at = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("valid");
+    assert!(f.store.delete_link(&link.code, at).await.expect("delete"));
+    assert!(
+        !f.store
+            .delete_link(&link.code, at)
+            .await
+            .expect("delete again")
+    );
+    let read = f
+        .store
+        .get_link(&link.code)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(read.deleted_at, Some(at));
+    // A deleted code stays taken.
+    let err = f.store.insert_link(&link).await.expect_err("reuse");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    let unknown = Code::parse("nosuchcode").expect("valid");
+    assert!(
+        !f.store
+            .delete_link(&unknown, at)
+            .await
+            .expect("delete unknown")
+    );
+}
+
+pub async fn expired_links_still_read_back(f: Fixture) {
+    let mut link = sample_link("exp");
+    link.expires_at = Some(link.created_at - Duration::seconds(1));
+    f.store.insert_link(&link).await.expect("insert");
+    assert_eq!(f.store.get_link(&link.code).await.expect("get"), Some(link));
+}
+
+pub async fn click_batches_accumulate_into_stats(f: Fixture) {
+    let link = sample_link("st");
+    f.store.insert_link(&link).await.expect("insert");
+    let day = Utc
+        .with_ymd_and_hms(2026, 4, 10, 0, 0, 0)
+        .single()
+        .expect("valid");
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let click = |at: DateTime<Utc>, ua: &str, referer: Option<&str>, country: &str| {
+        ClickEvent::from_request(
+            link.code.clone(),
+            at,
+            referer.map(str::as_bytes),
+            Some(ua.as_bytes()),
+            Some(country.as_bytes()),
+        )
+    };
+    let mut agg = Aggregator::new(UserAgentClassifier::shared());
+    for hour in 0..3 {
+        let at = day + Duration::hours(hour) + Duration::minutes(5);
+        agg.record(&click(at, chrome, Some("https://t.co/a"), "DE"));
+        agg.record(&click(at, chrome, None, "FR"));
+    }
+    agg.record(&click(day + Duration::hours(1), bot, None, "US"));
+    f.store
+        .record_clicks(&agg.take())
+        .await
+        .expect("first batch");
+    agg.record(&click(
+        day + Duration::days(1),
+        chrome,
+        Some("https://t.co/b"),
+        "DE",
+    ));
+    f.store
+        .record_clicks(&agg.take())
+        .await
+        .expect("second batch");
+
+    let hourly = StatsQuery {
+        from: day,
+        to: day + Duration::hours(4),
+        granularity: Granularity::Hour,
+        top: 10,
+    };
+    let stats = f
+        .store
+        .click_stats(&link.code, &hourly)
+        .await
+        .expect("stats");
+    assert_eq!(
+        stats.totals,
+        Counts {
+            clicks: 7,
+            bot_clicks: 1
+        }
+    );
+    let series: Vec<(u64, u64)> = stats
+        .series
+        .iter()
+        .map(|p| (p.counts.clicks, p.counts.bot_clicks))
+        .collect();
+    assert_eq!(series, [(2, 0), (2, 1), (2, 0), (0, 0)]);
+    let tops = |d: Dimension| -> Vec<(String, u64)> {
+        stats.tops[&d]
+            .iter()
+            .map(|e| (e.value.clone(), e.clicks))
+            .collect()
+    };
+    // The day of the hourly range only: the second day's click is outside.
+    assert_eq!(
+        tops(Dimension::Referrer),
+        [("(direct)".into(), 3), ("t.co".into(), 3)]
+    );
+    assert_eq!(
+        tops(Dimension::Country),
+        [("DE".into(), 3), ("FR".into(), 3)]
+    );
+    assert_eq!(tops(Dimension::Browser), [("Chrome".into(), 6)]);
+    assert_eq!(tops(Dimension::Device), [("desktop".into(), 6)]);
+    assert_eq!(tops(Dimension::Bot), [("Googlebot".into(), 1)]);
+
+    let daily = StatsQuery {
+        from: day,
+        to: day + Duration::days(2),
+        granularity: Granularity::Day,
+        top: 1,
+    };
+    let stats = f
+        .store
+        .click_stats(&link.code, &daily)
+        .await
+        .expect("stats");
+    let series: Vec<u64> = stats.series.iter().map(|p| p.counts.clicks).collect();
+    assert_eq!(series, [6, 1]);
+    assert_eq!(stats.tops[&Dimension::Country][0].value, "DE");
+    assert_eq!(stats.tops[&Dimension::Country][0].clicks, 4);
+    assert_eq!(stats.tops[&Dimension::Country].len(), 1);
+}
+
+pub async fn stats_of_a_link_never_clicked_are_zero(f: Fixture) {
+    let link = sample_link("zero");
+    f.store.insert_link(&link).await.expect("insert");
+    let query = StatsQuery {
+        from: Utc::now() - Duration::days(2),
+        to: Utc::now(),
+        granularity: Granularity::Day,
+        top: 5,
+    };
+    let stats = f
+        .store
+        .click_stats(&link.code, &query)
+        .await
+        .expect("stats");
+    assert_eq!(stats.totals, Counts::default());
+    assert!(stats.series.iter().all(|p| p.counts == Counts::default()));
+    assert_eq!(stats.series.len() as i64, query.buckets());
+    assert!(stats.tops.values().all(Vec::is_empty));
+}
+
+pub async fn settings_keep_the_first_value(f: Fixture) {
+    let name = format!("contract.{}", rand::random::<u32>());
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let store = f.store.clone();
+        let name = name.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .get_or_init_setting(&name, &format!("value-{i}"))
+                .await
+        }));
+    }
+    let mut values = HashSet::new();
+    for handle in handles {
+        values.insert(handle.await.expect("task").expect("setting"));
+    }
+    assert_eq!(values.len(), 1, "racing writers disagree: {values:?}");
+    let first = values.into_iter().next().expect("one value");
+    let again = f
+        .store
+        .get_or_init_setting(&name, "later")
+        .await
+        .expect("setting");
+    assert_eq!(again, first);
+}
+
+pub async fn ping_answers(f: Fixture) {
+    f.store.ping().await.expect("ping");
+}

@@ -1,0 +1,85 @@
+//! The storage port, and its adapters.
+//!
+//! The port is shaped by what ScyllaDB does well, so every adapter can meet
+//! it: every call reads or writes by partition key (the link's code, or a
+//! setting's name), nothing joins, and expiry is a time after which the
+//! store may forget a row (a TTL) rather than a scan.
+//!
+//! - [`sqlite`]: the embedded default, one file in a data directory.
+//! - `contract` (feature `contract-tests`): the tests every adapter passes.
+
+use std::{fmt, ops::Range};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    clicks::ClickBatch,
+    code::Code,
+    link::{Link, LinkChanges},
+    stats::{ClickStats, StatsQuery},
+};
+
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+pub mod sqlite;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What can go wrong in a store, in the terms callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The code is already taken.
+    #[error("the code is already taken")]
+    Conflict,
+    /// The store cannot be reached or is overloaded now; retrying later may
+    /// work. The API answers 503.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The store holds something this version cannot read.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// Anything else; a bug or a misconfiguration.
+    #[error("storage failed: {0}")]
+    Other(#[source] BoxError),
+}
+
+/// Where links, id blocks, settings and click counts live.
+#[async_trait]
+pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
+    /// Reserves `count` consecutive ids no other caller will ever get.
+    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;
+
+    /// Writes a new link; [`StoreError::Conflict`] if its code exists, in any
+    /// state, so a code is never handed out twice.
+    async fn insert_link(&self, link: &Link) -> Result<(), StoreError>;
+
+    /// The link with this code, whatever its state, until the store forgets
+    /// it after its retention.
+    async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError>;
+
+    /// Applies changes to a link that is not deleted; `None` if there is no
+    /// such link.
+    async fn update_link(
+        &self,
+        code: &Code,
+        changes: &LinkChanges,
+    ) -> Result<Option<Link>, StoreError>;
+
+    /// Marks a link deleted; `false` if there was no link or it was already
+    /// deleted.
+    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Adds a batch of click counts. All of it is applied, or none.
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError>;
+
+    /// Click statistics of a link (zeros for a link never clicked).
+    async fn click_stats(&self, code: &Code, query: &StatsQuery) -> Result<ClickStats, StoreError>;
+
+    /// The value of a setting, storing `value` first if it has none, so that
+    /// racing instances all end up with the first value written.
+    async fn get_or_init_setting(&self, name: &str, value: &str) -> Result<String, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

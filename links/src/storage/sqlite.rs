@@ -1,0 +1,509 @@
+//! The embedded store: one SQLite file in the data directory.
+//!
+//! SQLite in WAL mode lets readers run beside one writer, so the adapter
+//! keeps exactly that: one writer connection, which serialises every write
+//! without lock contention, and a few reader connections. Each connection
+//! lives on its own thread (`tokio-rusqlite`), so no SQLite call ever blocks
+//! the async executor, and a semaphore bounds the calls in flight.
+//!
+//! Schema migrations are the numbered files in `migrations/sqlite`, applied
+//! in order at open; the database records its version in `user_version`.
+
+use std::{
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Row, params};
+use rusqlite_migration::{M, Migrations};
+use tokio::sync::Semaphore;
+use tokio_rusqlite::Connection;
+
+use super::{BoxError, LinkStore, StoreError};
+use crate::{
+    clicks::{ClickBatch, Counts, Dimension, Granularity},
+    code::Code,
+    link::{Link, LinkChanges, RedirectStatus, TokenDigest},
+    stats::{ClickStats, StatsQuery},
+    target::TargetUrl,
+};
+
+/// The schema, one migration per file; never edit one that has shipped.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!(
+        "../../migrations/sqlite/0001_links_and_clicks.sql"
+    ))])
+}
+
+/// How often rows past their retention are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// How the embedded store is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// The database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Reader connections beside the one writer.
+    pub readers: usize,
+    /// Calls waiting for or running on a connection, at most.
+    pub max_in_flight: usize,
+    /// How long a call waits for a slot (and SQLite for a lock) before it
+    /// fails as unavailable.
+    pub busy_timeout: Duration,
+    /// How long expired or deleted links keep answering 410 before the store
+    /// forgets them.
+    pub retention: chrono::Duration,
+}
+
+/// The embedded [`LinkStore`].
+pub struct SqliteStore {
+    writer: Connection,
+    readers: Vec<Connection>,
+    next_reader: AtomicUsize,
+    in_flight: Semaphore,
+    busy_timeout: Duration,
+    retention: chrono::Duration,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("readers", &self.readers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database, and starts the
+    /// periodic purge of rows past their retention.
+    pub async fn open(options: SqliteOptions) -> Result<Arc<Self>, StoreError> {
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()).into())
+            })?;
+        }
+        let busy = options.busy_timeout;
+        let writer = open_connection(&options.path, busy).await?;
+        writer
+            .call(|conn| {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                migrations().to_latest(conn)
+            })
+            .await
+            .map_err(|e| match e {
+                tokio_rusqlite::Error::Error(rusqlite_migration::Error::RusqliteError {
+                    err,
+                    ..
+                }) => from_sqlite(err),
+                tokio_rusqlite::Error::Error(e) => {
+                    StoreError::Corrupt(format!("schema migration failed: {e}"))
+                }
+                other => StoreError::Unavailable(other.to_string().into()),
+            })?;
+        let mut readers = Vec::with_capacity(options.readers.max(1));
+        for _ in 0..options.readers.max(1) {
+            readers.push(open_connection(&options.path, busy).await?);
+        }
+        let store = Arc::new(Self {
+            writer,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            in_flight: Semaphore::new(options.max_in_flight.max(1)),
+            busy_timeout: busy,
+            retention: options.retention,
+            path: options.path,
+        });
+        tokio::spawn(purge_periodically(Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes links (and their counts) whose retention ended before `now`.
+    /// Returns how many links were forgotten.
+    pub async fn purge(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let now = now.timestamp_millis();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let codes: Vec<String> = tx
+                .prepare("SELECT code FROM links WHERE purge_at IS NOT NULL AND purge_at <= ?1")?
+                .query_map([now], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for code in &codes {
+                tx.execute("DELETE FROM links WHERE code = ?1", [code])?;
+                tx.execute("DELETE FROM click_totals WHERE code = ?1", [code])?;
+                tx.execute("DELETE FROM click_buckets WHERE code = ?1", [code])?;
+                tx.execute("DELETE FROM click_tops WHERE code = ?1", [code])?;
+            }
+            tx.commit()?;
+            Ok(codes.len())
+        })
+        .await
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call(&self.writer, f).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.call(&self.readers[i], f).await
+    }
+
+    async fn call<T, F>(&self, conn: &Connection, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = tokio::time::timeout(self.busy_timeout, self.in_flight.acquire())
+            .await
+            .map_err(|_| StoreError::Unavailable("too many storage calls in flight".into()))?
+            .map_err(|e| StoreError::Other(e.into()))?;
+        conn.call(f).await.map_err(from_call)
+    }
+}
+
+async fn open_connection(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).await.map_err(|e| {
+        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()).into())
+    })?;
+    conn.call(move |conn| {
+        conn.busy_timeout(busy)?;
+        // WAL makes a commit an append; NORMAL syncs at checkpoints, so a
+        // power cut can lose the last commits but never corrupts the file.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    })
+    .await
+    .map_err(from_call)?;
+    Ok(conn)
+}
+
+async fn purge_periodically(store: Weak<SqliteStore>) {
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        match store.purge(Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(links = n, "purged links past their retention"),
+            Err(error) => tracing::warn!(%error, "purging links past their retention failed"),
+        }
+    }
+}
+
+fn from_call(e: tokio_rusqlite::Error<rusqlite::Error>) -> StoreError {
+    match e {
+        tokio_rusqlite::Error::Error(e) => from_sqlite(e),
+        other => StoreError::Unavailable(other.to_string().into()),
+    }
+}
+
+fn from_sqlite(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(ConstraintViolation) => StoreError::Conflict,
+        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen) => {
+            StoreError::Unavailable(Box::new(e))
+        }
+        _ => match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => {
+                StoreError::Corrupt(inner.to_string())
+            }
+            other => StoreError::Other(BoxError::from(other)),
+        },
+    }
+}
+
+const LINK_COLUMNS: &str =
+    "code, url, created_at, expires_at, redirect, forward_query, deleted_at, token_digest";
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn conversion(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
+}
+
+fn link_from_row(row: &Row<'_>) -> rusqlite::Result<Link> {
+    let code: String = row.get(0)?;
+    let redirect: u16 = row.get(4)?;
+    let digest: Vec<u8> = row.get(7)?;
+    Ok(Link {
+        code: Code::parse(&code).map_err(|e| conversion(0, format!("code {code:?}: {e}")))?,
+        url: TargetUrl::from_stored(row.get(1)?),
+        created_at: from_millis(row.get(2)?),
+        expires_at: row.get::<_, Option<i64>>(3)?.map(from_millis),
+        redirect: RedirectStatus::try_from(redirect).map_err(|e| conversion(4, e.to_string()))?,
+        forward_query: row.get(5)?,
+        deleted_at: row.get::<_, Option<i64>>(6)?.map(from_millis),
+        token: TokenDigest::from_bytes(
+            digest
+                .try_into()
+                .map_err(|_| conversion(7, "token digest is not 32 bytes".into()))?,
+        ),
+    })
+}
+
+fn select_link(conn: &rusqlite::Connection, code: &str) -> rusqlite::Result<Option<Link>> {
+    conn.prepare_cached(&format!("SELECT {LINK_COLUMNS} FROM links WHERE code = ?1"))?
+        .query_row([code], link_from_row)
+        .optional()
+}
+
+fn granularity_name(g: Granularity) -> &'static str {
+    g.as_str()
+}
+
+#[async_trait]
+impl LinkStore for SqliteStore {
+    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        let count = i64::try_from(count).map_err(|e| StoreError::Other(e.into()))?;
+        let start: i64 = self
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE id_blocks SET next = next + ?1 WHERE name = 'links' RETURNING next - ?1",
+                )?
+                .query_row([count], |row| row.get(0))
+            })
+            .await?;
+        Ok(start as u64..(start + count) as u64)
+    }
+
+    async fn insert_link(&self, link: &Link) -> Result<(), StoreError> {
+        let link = link.clone();
+        let purge_at = link.purge_at(self.retention).map(millis);
+        self.write(move |conn| {
+            conn.prepare_cached(&format!(
+                "INSERT INTO links ({LINK_COLUMNS}, purge_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                link.code.as_str(),
+                link.url.as_str(),
+                millis(link.created_at),
+                link.expires_at.map(millis),
+                link.redirect.as_u16(),
+                link.forward_query,
+                link.deleted_at.map(millis),
+                link.token.as_bytes().as_slice(),
+                purge_at,
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError> {
+        let code = code.clone();
+        self.read(move |conn| select_link(conn, code.as_str()))
+            .await
+    }
+
+    async fn update_link(
+        &self,
+        code: &Code,
+        changes: &LinkChanges,
+    ) -> Result<Option<Link>, StoreError> {
+        let code = code.clone();
+        let changes = changes.clone();
+        let retention = self.retention;
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(mut link) = select_link(&tx, code.as_str())? else {
+                return Ok(None);
+            };
+            if link.deleted_at.is_some() {
+                return Ok(None);
+            }
+            changes.apply_to(&mut link);
+            tx.prepare_cached(
+                "UPDATE links SET url = ?2, expires_at = ?3, redirect = ?4, forward_query = ?5, \
+                 purge_at = ?6 WHERE code = ?1",
+            )?
+            .execute(params![
+                link.code.as_str(),
+                link.url.as_str(),
+                link.expires_at.map(millis),
+                link.redirect.as_u16(),
+                link.forward_query,
+                link.purge_at(retention).map(millis),
+            ])?;
+            tx.commit()?;
+            Ok(Some(link))
+        })
+        .await
+    }
+
+    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let code = code.clone();
+        let retention = self.retention;
+        self.write(move |conn| {
+            let purge_at = millis(at + retention);
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE links SET deleted_at = ?2, \
+                     purge_at = MIN(?3, COALESCE(purge_at, ?3)) \
+                     WHERE code = ?1 AND deleted_at IS NULL",
+                )?
+                .execute(params![code.as_str(), millis(at), purge_at])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let batch = batch.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut totals = tx.prepare_cached(
+                    "INSERT INTO click_totals (code, clicks, bot_clicks) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (code) DO UPDATE SET clicks = clicks + excluded.clicks, \
+                     bot_clicks = bot_clicks + excluded.bot_clicks",
+                )?;
+                for (code, c) in &batch.totals {
+                    totals.execute(params![code.as_str(), c.clicks, c.bot_clicks])?;
+                }
+                let mut buckets = tx.prepare_cached(
+                    "INSERT INTO click_buckets (code, granularity, start, clicks, bot_clicks) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (code, granularity, start) DO UPDATE SET \
+                     clicks = clicks + excluded.clicks, bot_clicks = bot_clicks + excluded.bot_clicks",
+                )?;
+                for (key, c) in &batch.buckets {
+                    buckets.execute(params![
+                        key.code.as_str(),
+                        granularity_name(key.granularity),
+                        key.start,
+                        c.clicks,
+                        c.bot_clicks
+                    ])?;
+                }
+                let mut tops = tx.prepare_cached(
+                    "INSERT INTO click_tops (code, day, dimension, value, clicks) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (code, day, dimension, value) DO UPDATE SET \
+                     clicks = clicks + excluded.clicks",
+                )?;
+                for (key, clicks) in &batch.tops {
+                    tops.execute(params![
+                        key.code.as_str(),
+                        key.day,
+                        key.dimension.as_str(),
+                        key.value.as_str(),
+                        clicks
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn click_stats(&self, code: &Code, query: &StatsQuery) -> Result<ClickStats, StoreError> {
+        let code = code.clone();
+        let query = query.clone();
+        self.read(move |conn| {
+            let totals = conn
+                .prepare_cached("SELECT clicks, bot_clicks FROM click_totals WHERE code = ?1")?
+                .query_row([code.as_str()], |row| {
+                    Ok(Counts {
+                        clicks: row.get(0)?,
+                        bot_clicks: row.get(1)?,
+                    })
+                })
+                .optional()?
+                .unwrap_or_default();
+            let (first, end) = query.bucket_range();
+            let buckets = conn
+                .prepare_cached(
+                    "SELECT start, clicks, bot_clicks FROM click_buckets \
+                     WHERE code = ?1 AND granularity = ?2 AND start >= ?3 AND start < ?4",
+                )?
+                .query_map(
+                    params![
+                        code.as_str(),
+                        granularity_name(query.granularity),
+                        first,
+                        end
+                    ],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            Counts {
+                                clicks: row.get(1)?,
+                                bot_clicks: row.get(2)?,
+                            },
+                        ))
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let (first_day, end_day) = query.day_range();
+            let tops = conn
+                .prepare_cached(
+                    "SELECT dimension, value, SUM(clicks) FROM click_tops \
+                     WHERE code = ?1 AND day >= ?2 AND day < ?3 GROUP BY dimension, value",
+                )?
+                .query_map(params![code.as_str(), first_day, end_day], |row| {
+                    let dimension: String = row.get(0)?;
+                    Ok((dimension, row.get::<_, String>(1)?, row.get::<_, u64>(2)?))
+                })?
+                .filter_map(|row| match row {
+                    Ok((dimension, value, clicks)) => {
+                        Dimension::parse(&dimension).map(|d| Ok((d, value, clicks)))
+                    }
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ClickStats::assemble(&query, totals, buckets, tops))
+        })
+        .await
+    }
+
+    async fn get_or_init_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            )?
+            .execute([&name, &value])?;
+            conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+                .query_row([&name], |row| row.get(0))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}

@@ -1,0 +1,9 @@
+//! The storage contract, against the embedded SQLite adapter.
+
+use links::storage::contract::{Fixture, sqlite_fixture};
+
+async fn fresh_store() -> Fixture {
+    sqlite_fixture().await
+}
+
+links::link_store_contract!(fresh_store);

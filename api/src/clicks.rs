@@ -1,0 +1,331 @@
+//! The click pipeline: from a redirect to the counts in the store.
+//!
+//! A redirect puts a [`Click`] (the raw headers, copied) in a bounded queue
+//! and moves on: it never waits. When the queue is full the click is dropped
+//! and counted, and the redirect is served all the same. One task drains the
+//! queue, turns each click into a [`ClickEvent`] and hands it to the
+//! [`ClickSink`]: in the embedded default, the [`InProcessSink`], which runs
+//! the same aggregation as the analytics worker and writes the counts to the
+//! store every `events.inprocess.flush_interval`.
+//!
+//! On shutdown the task drains what is queued and flushes, so a clean stop
+//! loses no counted click.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use links::{
+    Code, LinkStore,
+    clicks::{Aggregator, ClickBatch, ClickEvent, MAX_USER_AGENT, UserAgentClassifier},
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::InProcessSettings, metrics::Metrics};
+
+/// Longest `Referer` copied; only its host is kept, and hosts are short.
+const MAX_REFERER: usize = 1024;
+/// Attempts at the final flush on shutdown before the counts are given up.
+const FINAL_FLUSH_ATTEMPTS: u32 = 5;
+
+/// A followed redirect, as captured on the hot path: headers copied, not
+/// parsed (parsing happens in the pipeline task).
+#[derive(Debug)]
+pub struct Click {
+    pub code: Code,
+    pub at: DateTime<Utc>,
+    pub referer: Option<Box<[u8]>>,
+    pub user_agent: Option<Box<[u8]>>,
+    pub country: Option<[u8; 2]>,
+}
+
+impl Click {
+    pub fn new(
+        code: Code,
+        at: DateTime<Utc>,
+        referer: Option<&[u8]>,
+        user_agent: Option<&[u8]>,
+        country: Option<&[u8]>,
+    ) -> Self {
+        let copy = |bytes: &[u8], max: usize| Box::from(&bytes[..bytes.len().min(max)]);
+        Self {
+            code,
+            at,
+            referer: referer.map(|r| copy(r, MAX_REFERER)),
+            // One byte over the limit, so the event can tell it was cut.
+            user_agent: user_agent.map(|ua| copy(ua, MAX_USER_AGENT + 1)),
+            country: country.and_then(|c| <[u8; 2]>::try_from(c).ok()),
+        }
+    }
+
+    fn into_event(self) -> ClickEvent {
+        ClickEvent::from_request(
+            self.code,
+            self.at,
+            self.referer.as_deref(),
+            self.user_agent.as_deref(),
+            self.country.as_ref().map(|c| c.as_slice()),
+        )
+    }
+}
+
+/// The sending side of the click queue; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ClickQueue {
+    sender: mpsc::Sender<Click>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClickQueue {
+    /// Queues a click, or drops and counts it if the queue is full.
+    pub fn offer(&self, click: Click) {
+        match self.sender.try_send(click) {
+            Ok(()) => {
+                self.metrics.clicks_enqueued.inc();
+                self.metrics.click_queue_depth.inc();
+            }
+            Err(_) => {
+                self.metrics.clicks_dropped.inc();
+            }
+        }
+    }
+}
+
+/// Where click events go after the queue.
+#[async_trait]
+pub trait ClickSink: Send + std::fmt::Debug {
+    /// Takes one event. May write (and so take time) when its buffer is
+    /// full: that is the backpressure that fills the queue.
+    async fn accept(&mut self, event: ClickEvent);
+    /// Called every [`ClickSink::tick_interval`].
+    async fn tick(&mut self);
+    fn tick_interval(&self) -> Duration;
+    /// Called once, after the last event: write everything still held.
+    async fn close(&mut self);
+}
+
+/// Aggregates in this process and writes counts to the store.
+#[derive(Debug)]
+pub struct InProcessSink {
+    aggregator: Aggregator,
+    /// Counts whose write failed, retried with the next flush.
+    unwritten: ClickBatch,
+    store: Arc<dyn LinkStore>,
+    settings: InProcessSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl InProcessSink {
+    pub fn new(
+        store: Arc<dyn LinkStore>,
+        classifier: Arc<UserAgentClassifier>,
+        settings: InProcessSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            aggregator: Aggregator::new(classifier),
+            unwritten: ClickBatch::default(),
+            store,
+            settings,
+            metrics,
+        }
+    }
+
+    async fn flush(&mut self) -> bool {
+        let mut batch = std::mem::take(&mut self.unwritten);
+        batch.merge(self.aggregator.take());
+        if batch.is_empty() {
+            return true;
+        }
+        match self.store.record_clicks(&batch).await {
+            Ok(()) => {
+                self.metrics.clicks_recorded.inc_by(batch.events);
+                true
+            }
+            Err(error) => {
+                self.metrics.click_flush_failures.inc();
+                tracing::warn!(%error, events = batch.events, "writing click counts failed; will retry");
+                self.unwritten = batch;
+                false
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ClickSink for InProcessSink {
+    async fn accept(&mut self, event: ClickEvent) {
+        self.aggregator.record(&event);
+        if self.aggregator.pending_rows() + self.unwritten.rows() >= self.settings.max_pending_rows
+        {
+            self.flush().await;
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.flush().await;
+    }
+
+    fn tick_interval(&self) -> Duration {
+        self.settings.flush_interval
+    }
+
+    async fn close(&mut self) {
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..FINAL_FLUSH_ATTEMPTS {
+            if self.flush().await {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+        tracing::error!(
+            events = self.unwritten.events,
+            "click counts could not be written before shutdown and are lost"
+        );
+    }
+}
+
+/// The running pipeline: the queue's sending side and the draining task.
+#[derive(Debug)]
+pub struct ClickPipeline {
+    queue: ClickQueue,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ClickPipeline {
+    pub fn start(capacity: usize, sink: Box<dyn ClickSink>, metrics: Arc<Metrics>) -> Self {
+        let (sender, receiver) = mpsc::channel(capacity);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(drain(receiver, sink, stop.clone(), metrics.clone()));
+        Self {
+            queue: ClickQueue { sender, metrics },
+            stop,
+            task,
+        }
+    }
+
+    pub fn queue(&self) -> ClickQueue {
+        self.queue.clone()
+    }
+
+    /// Processes every click queued so far, flushes the sink, and ends the
+    /// task. Call after the HTTP server has stopped, so nothing more arrives.
+    pub async fn shut_down(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the click pipeline task failed");
+        }
+    }
+}
+
+async fn drain(
+    mut receiver: mpsc::Receiver<Click>,
+    mut sink: Box<dyn ClickSink>,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
+    let mut ticks = tokio::time::interval(sink.tick_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            // Before the queue, which is never empty under load: flushes
+            // stay on schedule however busy the service is.
+            _ = ticks.tick() => sink.tick().await,
+            click = receiver.recv() => match click {
+                Some(click) => {
+                    metrics.click_queue_depth.dec();
+                    sink.accept(click.into_event()).await;
+                }
+                None => break,
+            },
+        }
+    }
+    receiver.close();
+    while let Some(click) = receiver.recv().await {
+        metrics.click_queue_depth.dec();
+        sink.accept(click.into_event()).await;
+    }
+    sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn click(code: &str) -> Click {
+        let code = Code::parse(code).expect("valid code");
+        Click::new(
+            code,
+            Utc::now(),
+            Some(b"https://t.co/x"),
+            Some(b"curl/8"),
+            Some(b"de"),
+        )
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let metrics = Arc::new(Metrics::new());
+        let (sender, _receiver) = mpsc::channel(2);
+        let queue = ClickQueue {
+            sender,
+            metrics: metrics.clone(),
+        };
+        for _ in 0..5 {
+            queue.offer(click("abcdefg"));
+        }
+        assert_eq!(metrics.clicks_enqueued.get(), 2);
+        assert_eq!(metrics.clicks_dropped.get(), 3);
+        assert_eq!(metrics.click_queue_depth.get(), 2);
+    }
+
+    /// Records what the pipeline hands it.
+    #[derive(Debug, Default, Clone)]
+    struct Recording {
+        events: Arc<Mutex<Vec<ClickEvent>>>,
+        closed: Arc<Mutex<bool>>,
+    }
+
+    #[async_trait]
+    impl ClickSink for Recording {
+        async fn accept(&mut self, event: ClickEvent) {
+            self.events.lock().expect("lock").push(event);
+        }
+        async fn tick(&mut self) {}
+        fn tick_interval(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+        async fn close(&mut self) {
+            *self.closed.lock().expect("lock") = true;
+        }
+    }
+
+    #[tokio::test]
+    async fn shutting_down_delivers_every_queued_click_then_closes() {
+        let sink = Recording::default();
+        let metrics = Arc::new(Metrics::new());
+        let pipeline = ClickPipeline::start(10_000, Box::new(sink.clone()), metrics.clone());
+        let queue = pipeline.queue();
+        for i in 0..5_000 {
+            queue.offer(click(&format!("code{i}")));
+        }
+        pipeline.shut_down().await;
+        let events = sink.events.lock().expect("lock");
+        assert_eq!(events.len(), 5_000);
+        assert_eq!(events[4_999].code.as_str(), "code4999");
+        assert_eq!(events[0].referrer.as_deref(), Some("t.co"));
+        assert_eq!(
+            events[0].country.map(|c| c.as_str().to_owned()),
+            Some("DE".into())
+        );
+        assert!(*sink.closed.lock().expect("lock"));
+        assert_eq!(metrics.click_queue_depth.get(), 0);
+    }
+}

@@ -1,0 +1,485 @@
+//! Configuration: the one place that reads the environment.
+//!
+//! Layers, each overriding the one before: the built-in defaults
+//! (`defaults.toml`, which documents every key), then `config/*.toml` in
+//! name order, then environment variables `SHORTENER__SECTION__KEY`.
+//! Everything is checked at start, and an error names the offending key.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The built-in defaults, and the reference of every key.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+const ENV_PREFIX: &str = "SHORTENER";
+/// Names the directory of `*.toml` overrides (default `./config`).
+const CONFIG_DIR_VAR: &str = "SHORTENER_CONFIG_DIR";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub links: LinkSettings,
+    pub storage: StorageSettings,
+    pub cache: CacheSettings,
+    pub events: EventSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+    pub public_base_url: String,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub client_request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub client_disconnect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub country_header: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSettings {
+    pub code_length: usize,
+    pub code_key: SecretString,
+    pub id_block_size: u64,
+    pub max_url_length: usize,
+    pub blocked_hosts: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    pub admin_token: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    pub sqlite: SqliteSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSettings {
+    pub path: PathBuf,
+    pub readers: usize,
+    pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub l1: L1Settings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L1Settings {
+    pub max_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventBackend {
+    Inprocess,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    pub backend: EventBackend,
+    pub queue_capacity: usize,
+    pub inprocess: InProcessSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InProcessSettings {
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    pub max_pending_rows: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// A configuration the service cannot start with.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: cannot read {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration key {key} (environment {env}): {reason}")]
+    Invalid {
+        key: &'static str,
+        env: String,
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        env: env_name(key),
+        reason: reason.into(),
+    }
+}
+
+/// The environment variable that sets a key: `http.listen` →
+/// `SHORTENER__HTTP__LISTEN`.
+pub fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}__{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+impl Settings {
+    /// Reads the configuration of this process.
+    pub fn load() -> Result<Self, SettingsError> {
+        let dir =
+            std::env::var_os(CONFIG_DIR_VAR).map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        Self::load_from(&dir, std::env::vars())
+    }
+
+    /// Reads defaults, then `dir/*.toml` if the directory exists, then the
+    /// given environment.
+    pub fn load_from(
+        dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        for file in toml_files(dir)? {
+            builder = builder.add_source(File::from(file).format(FileFormat::Toml));
+        }
+        let env = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("links.blocked_hosts")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        Self::load_from(Path::new("/nonexistent"), std::iter::empty())
+            .expect("the built-in defaults are valid")
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.listen_addr()?;
+        if !self.http.public_base_url.is_empty() {
+            let url = url::Url::parse(&self.http.public_base_url).map_err(|e| {
+                invalid("http.public_base_url", format!("not an absolute URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(invalid(
+                    "http.public_base_url",
+                    "must be an http or https URL with a host",
+                ));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid(
+                    "http.public_base_url",
+                    "must not have a query or fragment",
+                ));
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1024..=131_072).contains(&self.http.max_header_bytes) {
+            return Err(invalid(
+                "http.max_header_bytes",
+                "must be between 1024 and 131072",
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        if !self.http.country_header.is_empty()
+            && actix_web::http::header::HeaderName::try_from(self.http.country_header.as_str())
+                .is_err()
+        {
+            return Err(invalid("http.country_header", "not a valid header name"));
+        }
+        let code_length = self.links.code_length;
+        if !(links::codegen::MIN_CODE_LEN..=links::codegen::MAX_CODE_LEN).contains(&code_length) {
+            return Err(invalid(
+                "links.code_length",
+                format!(
+                    "must be between {} and {}",
+                    links::codegen::MIN_CODE_LEN,
+                    links::codegen::MAX_CODE_LEN
+                ),
+            ));
+        }
+        if let Some(key) = self.code_key() {
+            links::codegen::CodeKey::from_hex(key)
+                .map_err(|e| invalid("links.code_key", e.to_string()))?;
+        }
+        if self.links.id_block_size == 0 {
+            return Err(invalid("links.id_block_size", "must be at least 1"));
+        }
+        if !(64..=65_536).contains(&self.links.max_url_length) {
+            return Err(invalid(
+                "links.max_url_length",
+                "must be between 64 and 65536",
+            ));
+        }
+        for host in &self.links.blocked_hosts {
+            if host.is_empty() || host.contains(['/', ':', ' ']) {
+                return Err(invalid(
+                    "links.blocked_hosts",
+                    format!("'{host}' is not a host name"),
+                ));
+            }
+        }
+        let token = self.links.admin_token.expose_secret();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(invalid(
+                "links.admin_token",
+                "must be at least 16 characters",
+            ));
+        }
+        if self.storage.sqlite.readers == 0 {
+            return Err(invalid("storage.sqlite.readers", "must be at least 1"));
+        }
+        if self.storage.sqlite.max_in_flight == 0 {
+            return Err(invalid(
+                "storage.sqlite.max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if self.cache.l1.max_bytes < 1 << 20 {
+            return Err(invalid("cache.l1.max_bytes", "must be at least 1 MiB"));
+        }
+        if self.cache.l1.ttl.is_zero() {
+            return Err(invalid("cache.l1.ttl", "must be longer than zero"));
+        }
+        if self.events.queue_capacity == 0 {
+            return Err(invalid("events.queue_capacity", "must be at least 1"));
+        }
+        if self.events.inprocess.flush_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "events.inprocess.flush_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if self.events.inprocess.max_pending_rows == 0 {
+            return Err(invalid(
+                "events.inprocess.max_pending_rows",
+                "must be at least 1",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
+        self.http.listen.parse().map_err(|_| {
+            invalid(
+                "http.listen",
+                "must be an IP address and port, like 127.0.0.1:8080",
+            )
+        })
+    }
+
+    /// The configured code key, if any.
+    pub fn code_key(&self) -> Option<&str> {
+        Some(self.links.code_key.expose_secret()).filter(|k| !k.is_empty())
+    }
+
+    /// The configured admin token, if any.
+    pub fn admin_token(&self) -> Option<&str> {
+        Some(self.links.admin_token.expose_secret()).filter(|k| !k.is_empty())
+    }
+}
+
+fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, SettingsError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(SettingsError::Dir {
+                dir: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load_from(Path::new("/nonexistent"), env)
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_default() {
+        let s = Settings::defaults();
+        assert_eq!(s.http.listen, "127.0.0.1:8080");
+        assert_eq!(s.storage.backend, StorageBackend::Sqlite);
+        assert_eq!(s.events.backend, EventBackend::Inprocess);
+        assert_eq!(s.links.code_length, 7);
+        assert_eq!(s.code_key(), None);
+        assert_eq!(s.links.retention, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s = load(&[
+            ("SHORTENER__HTTP__LISTEN", "0.0.0.0:9000"),
+            ("SHORTENER__HTTP__PUBLIC_BASE_URL", "https://sho.rt"),
+            ("SHORTENER__CACHE__L1__TTL", "10m"),
+            (
+                "SHORTENER__LINKS__BLOCKED_HOSTS",
+                "evil.example,worse.example",
+            ),
+            ("SHORTENER__HTTP__WORKERS", "3"),
+            ("OTHER__HTTP__LISTEN", "ignored"),
+        ])
+        .expect("valid");
+        assert_eq!(s.http.listen, "0.0.0.0:9000");
+        assert_eq!(s.http.public_base_url, "https://sho.rt");
+        assert_eq!(s.cache.l1.ttl, Duration::from_secs(600));
+        assert_eq!(s.links.blocked_hosts, ["evil.example", "worse.example"]);
+        assert_eq!(s.http.workers, 3);
+    }
+
+    #[test]
+    fn files_override_defaults_and_the_environment_overrides_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("10-base.toml"),
+            "[http]\nworkers = 2\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("20-site.toml"), "[http]\nworkers = 5\n").expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "not toml").expect("write");
+        let env = [(
+            "SHORTENER__HTTP__LISTEN".to_string(),
+            "127.0.0.1:2".to_string(),
+        )];
+        let s = Settings::load_from(dir.path(), env).expect("valid");
+        assert_eq!(s.http.workers, 5);
+        assert_eq!(s.http.listen, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "SHORTENER__HTTP__LISTEN",
+                "nonsense",
+                "SHORTENER__HTTP__LISTEN",
+            ),
+            (
+                "SHORTENER__HTTP__PUBLIC_BASE_URL",
+                "sho.rt",
+                "SHORTENER__HTTP__PUBLIC_BASE_URL",
+            ),
+            (
+                "SHORTENER__LINKS__CODE_LENGTH",
+                "3",
+                "SHORTENER__LINKS__CODE_LENGTH",
+            ),
+            (
+                "SHORTENER__LINKS__CODE_KEY",
+                "abc",
+                "SHORTENER__LINKS__CODE_KEY",
+            ),
+            ("SHORTENER__LOG__LEVEL", "info,[", "SHORTENER__LOG__LEVEL"),
+            ("SHORTENER__HTTP__WORKERS", "many", "http.workers"),
+            ("SHORTENER__CACHE__L1__TTL", "soon", "cache.l1.ttl"),
+            ("SHORTENER__STORAGE__BACKEND", "oracle", "storage.backend"),
+        ];
+        for (name, value, mentioned) in cases {
+            let err = load(&[(name, value)]).expect_err(name).to_string();
+            assert!(err.contains(mentioned), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = load(&[("SHORTENER__HTTP__LISTN", "127.0.0.1:1")]).expect_err("typo");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = load(&[("SHORTENER__LINKS__ADMIN_TOKEN", "a-very-secret-token")]).expect("valid");
+        assert_eq!(s.admin_token(), Some("a-very-secret-token"));
+        assert!(!format!("{s:?}").contains("a-very-secret-token"));
+    }
+
+    #[test]
+    fn env_names_follow_keys() {
+        assert_eq!(
+            env_name("cache.l1.max_bytes"),
+            "SHORTENER__CACHE__L1__MAX_BYTES"
+        );
+    }
+}

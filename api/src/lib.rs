@@ -1,0 +1,25 @@
+//! `shortener-api`: the HTTP service.
+//!
+//! - [`config`]: settings from defaults, `config/*.toml` and the environment.
+//! - [`startup`]: [`Application`] — builds everything from the settings,
+//!   serves, and shuts down without losing clicks.
+//! - [`routes`]: the handlers, one module per path; [`routes::redirect`] is
+//!   the hot path.
+//! - [`cache`]: L1, the in-process link cache.
+//! - [`clicks`]: the bounded click queue and the pipeline that drains it.
+//! - [`error`]: the API's error type and its `problem+json` responses.
+//! - [`state`], [`metrics`], [`openapi`], [`telemetry`]: shared state,
+//!   Prometheus metrics, the OpenAPI document, logging.
+
+pub mod cache;
+pub mod clicks;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use startup::Application;

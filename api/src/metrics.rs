@@ -1,0 +1,122 @@
+//! Prometheus metrics, named `shortener_*`.
+//!
+//! Every handle is resolved once, at start; recording on the redirect path
+//! is one relaxed atomic add.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    tier: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabel {
+    tier: &'static str,
+}
+
+/// The service's metrics, and the registry that exports them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Lookups answered by the in-process cache with a link.
+    pub l1_hits: Counter,
+    /// Lookups answered by the in-process cache as unknown or gone.
+    pub l1_negative_hits: Counter,
+    /// Lookups the in-process cache could not answer.
+    pub l1_misses: Counter,
+    /// Loads from the next tier; `misses - loads` were coalesced into
+    /// another request's load.
+    pub l1_loads: Counter,
+    pub links_created: Counter,
+    pub clicks_enqueued: Counter,
+    pub clicks_dropped: Counter,
+    pub click_queue_depth: Gauge,
+    pub clicks_recorded: Counter,
+    pub click_flush_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("shortener");
+
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Link lookups per cache tier and result",
+            cache_requests.clone(),
+        );
+        let cache_loads = Family::<TierLabel, Counter>::default();
+        registry.register(
+            "cache_loads",
+            "Loads from the next tier after a cache miss (one per key however many requests wait)",
+            cache_loads.clone(),
+        );
+        let lookup = |result| {
+            cache_requests
+                .get_or_create(&CacheLabels { tier: "l1", result })
+                .clone()
+        };
+        let (l1_hits, l1_negative_hits, l1_misses) =
+            (lookup("hit"), lookup("negative_hit"), lookup("miss"));
+        let l1_loads = cache_loads.get_or_create(&TierLabel { tier: "l1" }).clone();
+
+        let mut counter = |name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let links_created = counter("links_created", "Links created");
+        let clicks_enqueued = counter("clicks_enqueued", "Click events queued for processing");
+        let clicks_dropped = counter(
+            "clicks_dropped",
+            "Click events dropped because the queue was full (the redirect was served)",
+        );
+        let clicks_recorded = counter(
+            "clicks_recorded",
+            "Click events whose counts reached the store",
+        );
+        let click_flush_failures = counter(
+            "click_flush_failures",
+            "Failed writes of aggregated click counts",
+        );
+        let click_queue_depth = Gauge::default();
+        registry.register(
+            "click_queue_depth",
+            "Click events waiting in the queue",
+            click_queue_depth.clone(),
+        );
+
+        Self {
+            registry,
+            l1_hits,
+            l1_negative_hits,
+            l1_misses,
+            l1_loads,
+            links_created,
+            clicks_enqueued,
+            clicks_dropped,
+            click_queue_depth,
+            clicks_recorded,
+            click_flush_failures,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,60 @@
+//! `GET /healthz` (the process is alive) and `GET /readyz` (it can serve:
+//! its dependencies answer and it is not shutting down).
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+/// A readiness probe that takes longer than this counts as a failure.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// "ready", or "unavailable" (answered with 503).
+    pub status: &'static str,
+    /// "ok", or why the store does not answer.
+    pub storage: String,
+    /// False once shutdown began.
+    pub accepting: bool,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Readiness),
+        (status = 503, description = "Not ready: a dependency is down, or shutting down", body = Readiness),
+    ))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let storage = match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+    };
+    let accepting = state.is_accepting();
+    let ready = accepting && storage == "ok";
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        storage,
+        accepting,
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

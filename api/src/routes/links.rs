@@ -1,0 +1,302 @@
+//! `/api/v1/links`: create, read, change and delete links.
+//!
+//! Creating a link returns a `token`, shown only then. Changing or deleting
+//! the link needs it (`Authorization: Bearer <token>`), or the configured
+//! admin token.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use chrono::{DateTime, Utc};
+use links::{
+    Alias, Code, Link, LinkChanges, LinkState, ManageToken, RedirectStatus, StoreError, TargetUrl,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{error::ApiError, state::AppState};
+
+/// Attempts at a generated code. A generated code is only ever taken if a
+/// user chose it as an alias first, so a second attempt is already rare.
+const GENERATED_CODE_ATTEMPTS: usize = 8;
+
+/// A link to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLink {
+    /// Absolute http or https URL to redirect to.
+    #[schema(example = "https://example.com/a/long/path?with=query")]
+    pub url: String,
+    /// Code of your choice instead of a generated one: 3 to 64 of
+    /// `A-Z a-z 0-9 _ -`, not a reserved word.
+    #[schema(example = "spring-launch")]
+    pub alias: Option<String>,
+    /// When the link stops redirecting (answering 410 Gone). RFC 3339.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Redirect status: 301, 302 (default), 307 or 308.
+    #[schema(example = 302)]
+    pub redirect: Option<u16>,
+    /// Append the query string of each visit to the target URL.
+    pub forward_query: Option<bool>,
+}
+
+/// Changes to a link; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLink {
+    pub url: Option<String>,
+    /// A new expiry, or `null` to remove it. An expired link can be renewed.
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub redirect: Option<u16>,
+    pub forward_query: Option<bool>,
+}
+
+/// A link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkBody {
+    #[schema(example = "aZ3kP9q")]
+    pub code: String,
+    #[schema(example = "https://sho.rt/aZ3kP9q")]
+    pub short_url: String,
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    #[schema(example = 302)]
+    pub redirect: u16,
+    pub forward_query: bool,
+}
+
+/// A link just created, with the token that may change or delete it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedLink {
+    #[serde(flatten)]
+    pub link: LinkBody,
+    /// Shown once: send it as `Authorization: Bearer <token>` to change or
+    /// delete the link.
+    pub token: String,
+}
+
+impl LinkBody {
+    fn of(link: &Link, state: &AppState) -> Self {
+        Self {
+            code: link.code.to_string(),
+            short_url: state.short_url(&link.code),
+            url: link.url.to_string(),
+            created_at: link.created_at,
+            expires_at: link.expires_at,
+            redirect: link.redirect.as_u16(),
+            forward_query: link.forward_query,
+        }
+    }
+}
+
+fn redirect_status(status: Option<u16>) -> Result<Option<RedirectStatus>, ApiError> {
+    status
+        .map(RedirectStatus::try_from)
+        .transpose()
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))
+}
+
+fn future_expiry(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    if at <= now {
+        return Err(ApiError::InvalidRequest(
+            "expires_at must be in the future".into(),
+        ));
+    }
+    // Whole milliseconds: what the store keeps.
+    Ok(DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at))
+}
+
+fn path_code(req: &HttpRequest) -> Result<Code, ApiError> {
+    Code::parse(req.match_info().get("code").unwrap_or_default()).map_err(|_| ApiError::NotFound)
+}
+
+/// A link that exists and is not deleted.
+async fn live_link(state: &AppState, code: &Code) -> Result<Link, ApiError> {
+    match state.store.get_link(code).await? {
+        None => Err(ApiError::NotFound),
+        Some(link) if link.state(Utc::now()) == LinkState::Deleted => Err(ApiError::Deleted),
+        Some(link) => Ok(link),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/links",
+    tag = "links",
+    request_body = CreateLink,
+    responses(
+        (status = 201, description = "Created", body = CreatedLink,
+         headers(("Location" = String, description = "The link's API resource"))),
+        (status = 400, description = "Invalid URL, alias, expiry or body", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The alias is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<CreateLink>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let now = Utc::now();
+    let url = TargetUrl::parse(&body.url, &state.url_policy)?;
+    let alias = body
+        .alias
+        .as_deref()
+        .map(Alias::parse)
+        .transpose()
+        .map_err(ApiError::InvalidAlias)?;
+    let expires_at = body
+        .expires_at
+        .map(|at| future_expiry(at, now))
+        .transpose()?;
+    let redirect = redirect_status(body.redirect)?.unwrap_or_default();
+    let token = ManageToken::generate();
+    let created_at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    let new_link = |code: Code| Link {
+        code,
+        url: url.clone(),
+        created_at,
+        expires_at,
+        redirect,
+        forward_query: body.forward_query.unwrap_or(false),
+        deleted_at: None,
+        token: token.digest(),
+    };
+
+    let link = match alias {
+        Some(alias) => {
+            let link = new_link(alias.into_code());
+            match state.store.insert_link(&link).await {
+                Err(StoreError::Conflict) => {
+                    return Err(ApiError::AliasTaken(link.code.to_string()));
+                }
+                other => other?,
+            }
+            link
+        }
+        None => {
+            let mut attempts = 1;
+            loop {
+                let link = new_link(state.codes.next_code().await?);
+                match state.store.insert_link(&link).await {
+                    Err(StoreError::Conflict) if attempts < GENERATED_CODE_ATTEMPTS => {
+                        tracing::info!(code = %link.code, "generated code taken by an alias; using the next");
+                        attempts += 1;
+                    }
+                    other => {
+                        other?;
+                        break link;
+                    }
+                }
+            }
+        }
+    };
+    // A request for this code may have cached it as unknown.
+    state.cache.invalidate(&link.code).await;
+    state.metrics.links_created.inc();
+
+    let location = format!("/api/v1/links/{}", link.code);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .json(CreatedLink {
+            link: LinkBody::of(&link, &state),
+            token: token.as_str().to_owned(),
+        }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "Short code or alias")),
+    responses(
+        (status = 200, description = "The link (also when expired)", body = LinkBody),
+        (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The link was deleted", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let code = path_code(&req)?;
+    let link = live_link(&state, &code).await?;
+    Ok(HttpResponse::Ok().json(LinkBody::of(&link, &state)))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "Short code or alias")),
+    request_body = UpdateLink,
+    security(("link_token" = [])),
+    responses(
+        (status = 200, description = "The changed link", body = LinkBody),
+        (status = 400, description = "Invalid change", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The link was deleted", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<UpdateLink>,
+) -> Result<HttpResponse, ApiError> {
+    let code = path_code(&req)?;
+    let link = live_link(&state, &code).await?;
+    state.authorize(&req, &link)?;
+    let body = body.into_inner();
+    let now = Utc::now();
+    let changes = LinkChanges {
+        url: body
+            .url
+            .as_deref()
+            .map(|url| TargetUrl::parse(url, &state.url_policy))
+            .transpose()?,
+        expires_at: body
+            .expires_at
+            .map(|at| at.map(|at| future_expiry(at, now)).transpose())
+            .transpose()?,
+        redirect: redirect_status(body.redirect)?,
+        forward_query: body.forward_query,
+    };
+    let updated = if changes.is_empty() {
+        link
+    } else {
+        let updated = state.store.update_link(&code, &changes).await?;
+        state.cache.invalidate(&code).await;
+        updated.ok_or(ApiError::Deleted)?
+    };
+    Ok(HttpResponse::Ok().json(LinkBody::of(&updated, &state)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "Short code or alias")),
+    security(("link_token" = [])),
+    responses(
+        (status = 204, description = "Deleted; the code answers 410 from now on"),
+        (status = 401, description = "No token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Already deleted", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let code = path_code(&req)?;
+    let link = live_link(&state, &code).await?;
+    state.authorize(&req, &link)?;
+    let deleted = state.store.delete_link(&code, Utc::now()).await?;
+    state.cache.invalidate(&code).await;
+    if !deleted {
+        return Err(ApiError::Deleted);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

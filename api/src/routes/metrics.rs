@@ -1,0 +1,13 @@
+//! `GET /metrics`: Prometheus text format.
+
+use actix_web::{HttpResponse, web};
+
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render())
+}

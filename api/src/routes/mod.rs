@@ -1,0 +1,40 @@
+//! HTTP routes; each module mirrors a path.
+//!
+//! - [`redirect`] — `GET`/`HEAD /{code}`, the hot path.
+//! - [`links`] — `/api/v1/links` and `/api/v1/links/{code}`.
+//! - [`stats`] — `/api/v1/links/{code}/stats`.
+//! - [`health`] — `/healthz`, `/readyz`.
+//! - [`metrics`] — `/metrics`.
+
+pub mod health;
+pub mod links;
+pub mod metrics;
+pub mod redirect;
+pub mod stats;
+
+use actix_web::{
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+};
+
+use crate::error::ApiError;
+
+/// Refuses requests whose head is larger than `limit` bytes (431).
+pub async fn limit_headers(
+    limit: usize,
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let head = req.uri().path().len()
+        + req.uri().query().map_or(0, str::len)
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head > limit {
+        return Err(ApiError::HeadersTooLarge(limit).into());
+    }
+    next.call(req).await
+}

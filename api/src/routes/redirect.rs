@@ -1,0 +1,149 @@
+//! `GET /{code}` and `HEAD /{code}`: the hot path.
+//!
+//! Parse the code, look it up (L1, then the store, once per key however
+//! many requests wait), answer with the link's redirect, and queue a click
+//! event without waiting for it. A hit in L1 does no I/O and allocates
+//! nothing beyond the response itself.
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::header::{self, HeaderValue},
+    web,
+};
+use chrono::Utc;
+use links::Code;
+
+use crate::{
+    cache::{Lookup, Target},
+    clicks::Click,
+    error::ApiError,
+    state::AppState,
+};
+
+/// Browsers may reuse a redirect for this long: repeated clicks by one
+/// visitor within it are not re-counted, and a changed link reaches every
+/// browser within it.
+const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("private, max-age=90");
+
+#[utoipa::path(
+    get,
+    path = "/{code}",
+    tag = "redirect",
+    params(("code" = String, Path, description = "Short code or alias")),
+    responses(
+        (status = 302, description = "Redirect to the link's URL (or the link's own 301, 307 or 308)",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The link expired or was deleted", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn follow(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (code, target) = resolve(&req, &state).await?;
+    let response = redirect(&req, &target);
+    let headers = req.headers();
+    let country = state
+        .country_header
+        .as_ref()
+        .and_then(|name| headers.get(name))
+        .map(HeaderValue::as_bytes);
+    state.clicks.offer(Click::new(
+        code,
+        Utc::now(),
+        headers.get(header::REFERER).map(HeaderValue::as_bytes),
+        headers.get(header::USER_AGENT).map(HeaderValue::as_bytes),
+        country,
+    ));
+    Ok(response)
+}
+
+/// `HEAD /{code}`: the same answer as `GET`, without counting a click — link
+/// checkers and unfurlers ask HEAD, people's browsers do not.
+pub async fn peek(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (_, target) = resolve(&req, &state).await?;
+    Ok(redirect(&req, &target))
+}
+
+async fn resolve(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(Code, std::sync::Arc<Target>), ApiError> {
+    let code = Code::parse(req.match_info().get("code").unwrap_or_default())
+        .map_err(|_| ApiError::NotFound)?;
+    match state.cache.lookup(&code).await? {
+        Lookup::Active(target) => {
+            if target.expires_at.is_some_and(|at| at <= Utc::now()) {
+                return Err(ApiError::Expired);
+            }
+            Ok((code, target))
+        }
+        Lookup::Expired => Err(ApiError::Expired),
+        Lookup::Deleted => Err(ApiError::Deleted),
+        Lookup::Missing => Err(ApiError::NotFound),
+    }
+}
+
+fn redirect(req: &HttpRequest, target: &Target) -> HttpResponse {
+    let query = req.query_string();
+    let location = if target.forward_query && !query.is_empty() {
+        with_query(&target.location, query).unwrap_or_else(|| target.location.clone())
+    } else {
+        target.location.clone()
+    };
+    HttpResponse::build(target.status)
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, CACHE_CONTROL))
+        .finish()
+}
+
+/// The target with the visit's query string appended (before any fragment).
+fn with_query(location: &HeaderValue, query: &str) -> Option<HeaderValue> {
+    let target = location.to_str().ok()?;
+    let (base, fragment) = match target.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (target, None),
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let mut url = String::with_capacity(target.len() + query.len() + 2);
+    url.push_str(base);
+    url.push(separator);
+    url.push_str(query);
+    if let Some(fragment) = fragment {
+        url.push('#');
+        url.push_str(fragment);
+    }
+    HeaderValue::from_str(&url).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn appended(target: &'static str, query: &str) -> String {
+        let location = HeaderValue::from_static(target);
+        with_query(&location, query)
+            .expect("valid")
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    }
+
+    #[test]
+    fn queries_go_before_the_fragment() {
+        assert_eq!(appended("https://e.com/p", "a=1"), "https://e.com/p?a=1");
+        assert_eq!(
+            appended("https://e.com/p?x=2", "a=1"),
+            "https://e.com/p?x=2&a=1"
+        );
+        assert_eq!(
+            appended("https://e.com/p?x=2#top", "a=1&b"),
+            "https://e.com/p?x=2&a=1&b#top"
+        );
+        assert_eq!(
+            appended("https://e.com/#f?g", "a=1"),
+            "https://e.com/?a=1#f?g"
+        );
+    }
+}

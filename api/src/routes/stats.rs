@@ -1,0 +1,180 @@
+//! `GET /api/v1/links/{code}/stats`: totals, a time series and top lists.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use links::{
+    Code,
+    clicks::{Dimension, Granularity},
+    stats::{ClickStats, StatsQuery},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{error::ApiError, state::AppState};
+
+/// Most buckets one series may have: 41 days by the hour, years by the day.
+const MAX_BUCKETS: i64 = 1000;
+const DEFAULT_TOP: usize = 10;
+const MAX_TOP: usize = 100;
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GranularityParam {
+    Hour,
+    Day,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StatsParams {
+    /// Start of the range (RFC 3339). Default: 48 hours (hourly) or 30 days
+    /// (daily) before `to`.
+    pub from: Option<DateTime<Utc>>,
+    /// End of the range (RFC 3339). Default: now.
+    pub to: Option<DateTime<Utc>>,
+    /// Width of the series' buckets. Default: day.
+    pub granularity: Option<GranularityParam>,
+    /// Entries per top list, 1 to 100. Default: 10.
+    pub top: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesPointBody {
+    pub start: DateTime<Utc>,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopEntryBody {
+    pub value: String,
+    pub clicks: u64,
+}
+
+/// Click statistics of a link. Bot clicks are counted apart and appear in
+/// no total or top list but their own.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsBody {
+    pub code: String,
+    /// All-time clicks by people.
+    pub total_clicks: u64,
+    /// All-time clicks by bots, crawlers and HTTP tools.
+    pub bot_clicks: u64,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    #[schema(example = "day")]
+    pub granularity: &'static str,
+    /// One point per bucket from `from` to `to`, zeros included.
+    pub series: Vec<SeriesPointBody>,
+    /// Referrer hosts over the days of the range; `(direct)` for none.
+    pub top_referrers: Vec<TopEntryBody>,
+    /// ISO country codes; `(unknown)` when the country header was absent.
+    pub top_countries: Vec<TopEntryBody>,
+    pub top_browsers: Vec<TopEntryBody>,
+    pub top_os: Vec<TopEntryBody>,
+    /// desktop, mobile, tablet or other.
+    pub top_devices: Vec<TopEntryBody>,
+    pub top_bots: Vec<TopEntryBody>,
+}
+
+impl StatsParams {
+    fn query(&self, now: DateTime<Utc>) -> Result<StatsQuery, ApiError> {
+        let granularity = match self.granularity {
+            Some(GranularityParam::Hour) => Granularity::Hour,
+            Some(GranularityParam::Day) | None => Granularity::Day,
+        };
+        let to = self
+            .to
+            .unwrap_or_else(|| now.duration_trunc(Duration::seconds(1)).unwrap_or(now));
+        let from = self.from.unwrap_or_else(|| match granularity {
+            Granularity::Hour => to - Duration::hours(48),
+            Granularity::Day => to - Duration::days(30),
+        });
+        if from >= to {
+            return Err(ApiError::InvalidRequest("from must be before to".into()));
+        }
+        let top = self.top.unwrap_or(DEFAULT_TOP);
+        if !(1..=MAX_TOP).contains(&top) {
+            return Err(ApiError::InvalidRequest(format!(
+                "top must be between 1 and {MAX_TOP}"
+            )));
+        }
+        let query = StatsQuery {
+            from,
+            to,
+            granularity,
+            top,
+        };
+        if query.buckets() > MAX_BUCKETS {
+            return Err(ApiError::InvalidRequest(format!(
+                "the range spans {} buckets; at most {MAX_BUCKETS} (use granularity=day or a shorter range)",
+                query.buckets()
+            )));
+        }
+        Ok(query)
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}/stats",
+    tag = "stats",
+    params(("code" = String, Path, description = "Short code or alias"), StatsParams),
+    responses(
+        (status = 200, description = "Statistics, up to one flush interval behind", body = StatsBody),
+        (status = 400, description = "Invalid range", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    params: web::Query<StatsParams>,
+) -> Result<HttpResponse, ApiError> {
+    let code = Code::parse(req.match_info().get("code").unwrap_or_default())
+        .map_err(|_| ApiError::NotFound)?;
+    let query = params.query(Utc::now())?;
+    if state.store.get_link(&code).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let stats = state.store.click_stats(&code, &query).await?;
+    Ok(HttpResponse::Ok().json(body(&code, &query, stats)))
+}
+
+fn body(code: &Code, query: &StatsQuery, mut stats: ClickStats) -> StatsBody {
+    let mut top = |dimension| {
+        stats
+            .tops
+            .remove(&dimension)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| TopEntryBody {
+                value: e.value,
+                clicks: e.clicks,
+            })
+            .collect()
+    };
+    StatsBody {
+        code: code.to_string(),
+        total_clicks: stats.totals.clicks,
+        bot_clicks: stats.totals.bot_clicks,
+        from: query.from,
+        to: query.to,
+        granularity: query.granularity.as_str(),
+        top_referrers: top(Dimension::Referrer),
+        top_countries: top(Dimension::Country),
+        top_browsers: top(Dimension::Browser),
+        top_os: top(Dimension::Os),
+        top_devices: top(Dimension::Device),
+        top_bots: top(Dimension::Bot),
+        series: stats
+            .series
+            .into_iter()
+            .map(|p| SeriesPointBody {
+                start: p.start,
+                clicks: p.counts.clicks,
+                bot_clicks: p.counts.bot_clicks,
+            })
+            .collect(),
+    }
+}

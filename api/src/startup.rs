@@ -1,0 +1,317 @@
+//! Building the application from its settings, running it, and stopping it
+//! without losing a click.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use actix_web::{
+    App, HttpServer,
+    dev::Server,
+    http::{KeepAlive, header::HeaderName},
+    middleware::from_fn,
+    web,
+};
+use links::{
+    LinkStore, StoreError, TokenDigest, UrlPolicy,
+    clicks::UserAgentClassifier,
+    codegen::{CodeAllocator, CodeGenerator, CodeKey, GeneratorError},
+    storage::sqlite::{SqliteOptions, SqliteStore},
+    target::host_of,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cache::LinkCache,
+    clicks::{ClickPipeline, InProcessSink},
+    config::{Settings, SettingsError, StorageBackend},
+    error::{self, json_error, query_error},
+    metrics::Metrics,
+    openapi,
+    routes::{health, links as link_routes, metrics, redirect, stats},
+    state::AppState,
+};
+
+/// Pending connections the kernel queues per listener.
+const BACKLOG: u32 = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot set up code generation: {0}")]
+    Codes(#[from] GeneratorError),
+    #[error("the HTTP server failed: {0}")]
+    Server(#[from] std::io::Error),
+    #[error("a startup task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The running service: an HTTP server and its click pipeline.
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    pipeline: ClickPipeline,
+    state: web::Data<AppState>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the store the settings name.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, StartupError> {
+    match settings.storage.backend {
+        StorageBackend::Sqlite => {
+            let sqlite = &settings.storage.sqlite;
+            let store = SqliteStore::open(SqliteOptions {
+                path: sqlite.path.clone(),
+                readers: sqlite.readers,
+                max_in_flight: sqlite.max_in_flight,
+                busy_timeout: sqlite.busy_timeout,
+                retention: chrono::Duration::from_std(settings.links.retention)
+                    .unwrap_or(chrono::Duration::MAX),
+            })
+            .await?;
+            tracing::info!(path = %sqlite.path.display(), "opened the embedded SQLite store");
+            Ok(store)
+        }
+    }
+}
+
+impl Application {
+    /// Opens the configured store, binds the listener and starts serving.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = open_store(&settings).await?;
+        Self::build_with_store(settings, store).await
+    }
+
+    /// Like [`Application::build`], with a store opened by the caller.
+    pub async fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn LinkStore>,
+    ) -> Result<Self, StartupError> {
+        let requested = settings.listen_addr()?;
+        let listener = TcpListener::bind(requested).map_err(|source| StartupError::Bind {
+            addr: requested,
+            source,
+        })?;
+        let addr = listener.local_addr()?;
+        let public_base = match settings.http.public_base_url.trim_end_matches('/') {
+            "" => format!("http://{addr}"),
+            configured => configured.to_owned(),
+        };
+        let mut blocked_hosts: Vec<String> = settings
+            .links
+            .blocked_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        blocked_hosts.extend(host_of(&public_base));
+
+        let metrics = Arc::new(Metrics::new());
+        let key = settings
+            .code_key()
+            .map(CodeKey::from_hex)
+            .transpose()
+            .map_err(GeneratorError::Key)?;
+        let generator =
+            CodeGenerator::for_store(store.as_ref(), key.as_ref(), settings.links.code_length)
+                .await?;
+        let codes = CodeAllocator::new(generator, store.clone(), settings.links.id_block_size);
+
+        // Compiling the user-agent rules takes a moment: not on the executor.
+        let classifier = tokio::task::spawn_blocking(UserAgentClassifier::shared).await?;
+        let sink = InProcessSink::new(
+            store.clone(),
+            classifier,
+            settings.events.inprocess.clone(),
+            metrics.clone(),
+        );
+        let pipeline = ClickPipeline::start(
+            settings.events.queue_capacity,
+            Box::new(sink),
+            metrics.clone(),
+        );
+
+        let state = web::Data::new(AppState {
+            cache: LinkCache::new(&settings.cache.l1, store.clone(), metrics.clone()),
+            store,
+            codes,
+            clicks: pipeline.queue(),
+            url_policy: UrlPolicy {
+                max_len: settings.links.max_url_length,
+                blocked_hosts,
+            },
+            public_base,
+            country_header: Some(settings.http.country_header.as_str())
+                .filter(|h| !h.is_empty())
+                .and_then(|h| HeaderName::try_from(h).ok()),
+            admin_token: settings.admin_token().map(TokenDigest::of),
+            metrics,
+            accepting: AtomicBool::new(true),
+        });
+
+        let http = settings.http.clone();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            let max_header_bytes = http.max_header_bytes;
+            App::new()
+                .wrap(from_fn(move |req, next| {
+                    crate::routes::limit_headers(max_header_bytes, req, next)
+                }))
+                .configure(|cfg| routes(cfg, app_state.clone(), http.max_body_bytes))
+        })
+        .backlog(BACKLOG)
+        .max_connections(settings.http.max_connections)
+        .client_request_timeout(settings.http.client_request_timeout)
+        .client_disconnect_timeout(settings.http.client_disconnect_timeout)
+        .keep_alive(KeepAlive::Timeout(settings.http.keep_alive))
+        .shutdown_timeout(settings.http.shutdown_timeout.as_secs())
+        // Signals are ours to handle: the pipeline must drain after the server.
+        .disable_signals();
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(%addr, public_base = %state.public_base, "listening");
+
+        Ok(Self {
+            addr,
+            server,
+            pipeline,
+            state,
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cancelling this token stops the application gracefully, as SIGTERM does.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or the stop token; then stops taking
+    /// requests, lets in-flight ones finish, and writes every queued click.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let Self {
+            server,
+            pipeline,
+            state,
+            stop,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            result = &mut server => {
+                result??;
+            }
+            () = shutdown_requested(&stop) => {
+                tracing::info!("shutting down: draining requests");
+                state.accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+                handle.stop(true).await;
+                server.await??;
+            }
+        }
+        tracing::info!("shutting down: writing queued clicks");
+        pipeline.shut_down().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_requested(stop: &CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for signals; stop with the stop token only");
+        return stop.cancelled().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        () = stop.cancelled() => {}
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, max_body: usize) {
+    let not_allowed = || web::to(error::method_not_allowed);
+    cfg.app_data(state)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body)
+                .error_handler(json_error),
+        )
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(health::healthz))
+                .default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(health::readyz))
+                .default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics::metrics))
+                .default_service(not_allowed()),
+        )
+        .service(
+            web::scope("/api/v1")
+                .service(
+                    web::resource("/openapi.json")
+                        .route(web::get().to(openapi::document))
+                        .default_service(not_allowed()),
+                )
+                .service(
+                    web::resource("/links")
+                        .route(web::post().to(link_routes::create))
+                        .default_service(not_allowed()),
+                )
+                .service(
+                    web::resource("/links/{code}")
+                        .route(web::get().to(link_routes::get))
+                        .route(web::patch().to(link_routes::update))
+                        .route(web::delete().to(link_routes::delete))
+                        .default_service(not_allowed()),
+                )
+                .service(
+                    web::resource("/links/{code}/stats")
+                        .route(web::get().to(stats::get))
+                        .default_service(not_allowed()),
+                )
+                .default_service(web::to(error::no_route)),
+        )
+        .service(
+            web::resource("/{code}")
+                .route(web::get().to(redirect::follow))
+                .route(web::head().to(redirect::peek))
+                .default_service(not_allowed()),
+        )
+        .default_service(web::to(error::no_route));
+}

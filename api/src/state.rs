@@ -1,0 +1,58 @@
+//! What every handler shares.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use actix_web::{HttpRequest, http::header};
+use links::{Code, Link, LinkStore, TokenDigest, UrlPolicy, codegen::CodeAllocator};
+
+use crate::{cache::LinkCache, clicks::ClickQueue, error::ApiError, metrics::Metrics};
+
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Arc<dyn LinkStore>,
+    pub cache: LinkCache,
+    pub codes: CodeAllocator,
+    pub clicks: ClickQueue,
+    pub url_policy: UrlPolicy,
+    /// Base of short URLs, without a trailing slash.
+    pub public_base: String,
+    /// Header carrying the visitor's country, if one is configured.
+    pub country_header: Option<header::HeaderName>,
+    pub admin_token: Option<TokenDigest>,
+    pub metrics: Arc<Metrics>,
+    /// False once shutdown has begun, so load balancers stop sending traffic.
+    pub accepting: AtomicBool,
+}
+
+impl AppState {
+    pub fn short_url(&self, code: &Code) -> String {
+        format!("{}/{}", self.public_base, code)
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+    }
+
+    /// Checks that the request carries the link's token, or the admin token.
+    pub fn authorize(&self, req: &HttpRequest, link: &Link) -> Result<(), ApiError> {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|token| !token.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let admin = self.admin_token.is_some_and(|admin| admin.matches(token));
+        if admin || link.token.matches(token) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Probes, metrics, the OpenAPI document, and HTTP limits.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Value>().await.expect("JSON")["status"], "ok");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: Value = ready.json().await.expect("JSON");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["storage"], "ok");
+}
+
+#[tokio::test]
+async fn metrics_count_links_cache_and_clicks() {
+    let app = spawn_app().await;
+    let (code, _) = app.shorten("https://example.com/metered").await;
+    for _ in 0..3 {
+        app.get(&format!("/{code}")).await;
+    }
+    app.get("/NoSuchCode").await;
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("text");
+    for expected in [
+        "shortener_links_created_total 1",
+        "shortener_clicks_enqueued_total 3",
+        "shortener_clicks_dropped_total 0",
+        r#"shortener_cache_requests_total{tier="l1",result="miss"} 2"#,
+        r#"shortener_cache_requests_total{tier="l1",result="hit"} 2"#,
+        r#"shortener_cache_loads_total{tier="l1"} 2"#,
+    ] {
+        assert!(
+            text.lines().any(|line| line == expected),
+            "missing {expected:?} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = spawn_app().await;
+    let response = app.get("/api/v1/openapi.json").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = response.json().await.expect("JSON");
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3."));
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/{code}", &["get"][..]),
+        ("/api/v1/links", &["post"]),
+        ("/api/v1/links/{code}", &["get", "patch", "delete"]),
+        ("/api/v1/links/{code}/stats", &["get"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+    ] {
+        for method in methods {
+            assert!(
+                paths[path][method].is_object(),
+                "{method} {path} is not documented"
+            );
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for schema in [
+        "CreateLink",
+        "CreatedLink",
+        "LinkBody",
+        "UpdateLink",
+        "StatsBody",
+        "Problem",
+    ] {
+        assert!(schemas.contains_key(schema), "{schema} is not documented");
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_are_timed_out() {
+    let app = spawn_app_with(|s| s.http.client_request_timeout = Duration::from_millis(300)).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-padding", "a".repeat(20 * 1024))
+        .send()
+        .await
+        .expect("request");
+    assert_problem(response, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+    let mut many = app.client.get(app.url("/healthz"));
+    for i in 0..100 {
+        many = many.header(format!("x-header-{i}"), "1");
+    }
+    // More than 96 headers: refused by the HTTP parser itself.
+    match many.send().await {
+        Ok(response) => assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        ),
+        Err(error) => assert!(error.is_request() || error.is_connect(), "{error}"),
+    }
+    // And goes on serving.
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn stopping_answers_not_ready_then_stops() {
+    let app = spawn_app().await;
+    let (code, _) = app.shorten("https://example.com/stop").await;
+    assert_eq!(
+        app.get(&format!("/{code}")).await.status(),
+        StatusCode::FOUND
+    );
+    let address = app.address.clone();
+    app.stop().await;
+    let after = reqwest::get(format!("{address}/healthz")).await;
+    assert!(after.is_err(), "still answering after stop");
+}
+
+#[tokio::test]
+async fn problems_never_leak_internals() {
+    let app = spawn_app().await;
+    let problem =
+        assert_problem(app.get("/api/v1/links/%FF%FE").await, StatusCode::NOT_FOUND).await;
+    assert!(
+        !problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("panicked")
+    );
+}

@@ -8,18 +8,24 @@
 //! the same aggregation as the analytics worker and writes the counts to the
 //! store every `events.inprocess.flush_interval`.
 //!
-//! On shutdown the task drains what is queued and flushes, so a clean stop
-//! loses no counted click.
+//! The task runs on its own thread at background priority
+//! (`events.inprocess.priority`): under saturation, redirects keep the CPU and
+//! the queue absorbs, then drops, clicks. On shutdown the task drains what
+//! is queued and flushes, so a clean stop loses no counted click.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use links::{
     Code, LinkStore,
+    background::Priority,
     clicks::{Aggregator, ClickBatch, ClickEvent, MAX_USER_AGENT, UserAgentClassifier},
 };
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::InProcessSettings, metrics::Metrics};
@@ -28,6 +34,8 @@ use crate::{config::InProcessSettings, metrics::Metrics};
 const MAX_REFERER: usize = 1024;
 /// Attempts at the final flush on shutdown before the counts are given up.
 const FINAL_FLUSH_ATTEMPTS: u32 = 5;
+/// Clicks taken off the queue at once.
+const RECEIVE_BATCH: usize = 1_024;
 
 /// A followed redirect, as captured on the hot path: headers copied, not
 /// parsed (parsing happens in the pipeline task).
@@ -78,9 +86,14 @@ pub struct ClickQueue {
 }
 
 impl ClickQueue {
-    /// Queues a click, or drops and counts it if the queue is full.
-    pub fn offer(&self, click: Click) {
-        match self.sender.try_send(click) {
+    /// Queues a click, or drops and counts it if the queue is full. The
+    /// click is only built when there is room for it.
+    pub fn offer(&self, click: impl FnOnce() -> Click) {
+        if self.sender.capacity() == 0 {
+            self.metrics.clicks_dropped.inc();
+            return;
+        }
+        match self.sender.try_send(click()) {
             Ok(()) => {
                 self.metrics.clicks_enqueued.inc();
                 self.metrics.click_queue_depth.inc();
@@ -105,12 +118,19 @@ pub trait ClickSink: Send + std::fmt::Debug {
     async fn close(&mut self);
 }
 
+/// A flush may take at most this share of the time: under heavy load,
+/// flushes come less often than `flush_interval`, and each carries more
+/// clicks per row written.
+const FLUSH_DUTY_CYCLE: u32 = 5;
+
 /// Aggregates in this process and writes counts to the store.
 #[derive(Debug)]
 pub struct InProcessSink {
     aggregator: Aggregator,
     /// Counts whose write failed, retried with the next flush.
     unwritten: ClickBatch,
+    /// When the last flush started, and how long it took.
+    last_flush: (Instant, Duration),
     store: Arc<dyn LinkStore>,
     settings: InProcessSettings,
     metrics: Arc<Metrics>,
@@ -126,26 +146,34 @@ impl InProcessSink {
         Self {
             aggregator: Aggregator::new(classifier),
             unwritten: ClickBatch::default(),
+            last_flush: (Instant::now(), Duration::ZERO),
             store,
             settings,
             metrics,
         }
     }
 
+    /// Writes everything counted so far in one store write; a batch whose
+    /// write failed is kept, with what arrives meanwhile, for the next flush.
+    /// One write per flush, not several smaller ones: a store page touched
+    /// by many links' counts is then written once.
     async fn flush(&mut self) -> bool {
         let mut batch = std::mem::take(&mut self.unwritten);
         batch.merge(self.aggregator.take());
         if batch.is_empty() {
             return true;
         }
-        match self.store.record_clicks(&batch).await {
+        let started = Instant::now();
+        let written = self.store.record_clicks(&batch).await;
+        self.last_flush = (started, started.elapsed());
+        match written {
             Ok(()) => {
-                self.metrics.clicks_recorded.inc_by(batch.events);
+                self.metrics.clicks_recorded.inc_by(batch.events());
                 true
             }
             Err(error) => {
                 self.metrics.click_flush_failures.inc();
-                tracing::warn!(%error, events = batch.events, "writing click counts failed; will retry");
+                tracing::warn!(%error, events = batch.events(), "writing click counts failed; will retry");
                 self.unwritten = batch;
                 false
             }
@@ -164,7 +192,10 @@ impl ClickSink for InProcessSink {
     }
 
     async fn tick(&mut self) {
-        self.flush().await;
+        let (started, took) = self.last_flush;
+        if started.elapsed() >= took * FLUSH_DUTY_CYCLE {
+            self.flush().await;
+        }
     }
 
     fn tick_interval(&self) -> Duration {
@@ -181,30 +212,49 @@ impl ClickSink for InProcessSink {
             backoff *= 2;
         }
         tracing::error!(
-            events = self.unwritten.events,
+            events = self.unwritten.events(),
             "click counts could not be written before shutdown and are lost"
         );
     }
 }
 
-/// The running pipeline: the queue's sending side and the draining task.
+/// The running pipeline: the queue's sending side and the draining thread.
 #[derive(Debug)]
 pub struct ClickPipeline {
     queue: ClickQueue,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    done: oneshot::Receiver<()>,
 }
 
 impl ClickPipeline {
-    pub fn start(capacity: usize, sink: Box<dyn ClickSink>, metrics: Arc<Metrics>) -> Self {
+    /// Starts the draining task on a thread of its own, scheduled at `priority`.
+    pub fn start(
+        capacity: usize,
+        sink: Box<dyn ClickSink>,
+        priority: Priority,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(capacity);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(drain(receiver, sink, stop.clone(), metrics.clone()));
-        Self {
+        let (finished, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let task = drain(receiver, sink, stop.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("click-pipeline".into())
+            .spawn(move || {
+                if let Err(error) = links::background::set_current_thread(priority) {
+                    tracing::warn!(%error, "cannot lower the click pipeline's priority");
+                }
+                runtime.block_on(task);
+                let _ = finished.send(());
+            })?;
+        Ok(Self {
             queue: ClickQueue { sender, metrics },
             stop,
-            task,
-        }
+            done,
+        })
     }
 
     pub fn queue(&self) -> ClickQueue {
@@ -212,11 +262,11 @@ impl ClickPipeline {
     }
 
     /// Processes every click queued so far, flushes the sink, and ends the
-    /// task. Call after the HTTP server has stopped, so nothing more arrives.
+    /// thread. Call after the HTTP server has stopped, so nothing more arrives.
     pub async fn shut_down(self) {
         self.stop.cancel();
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "the click pipeline task failed");
+        if self.done.await.is_err() {
+            tracing::error!("the click pipeline ended without finishing its work");
         }
     }
 }
@@ -229,6 +279,7 @@ async fn drain(
 ) {
     let mut ticks = tokio::time::interval(sink.tick_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clicks = Vec::with_capacity(RECEIVE_BATCH);
     loop {
         tokio::select! {
             biased;
@@ -236,19 +287,23 @@ async fn drain(
             // Before the queue, which is never empty under load: flushes
             // stay on schedule however busy the service is.
             _ = ticks.tick() => sink.tick().await,
-            click = receiver.recv() => match click {
-                Some(click) => {
-                    metrics.click_queue_depth.dec();
+            received = receiver.recv_many(&mut clicks, RECEIVE_BATCH) => {
+                if received == 0 {
+                    break;
+                }
+                metrics.click_queue_depth.dec_by(received as i64);
+                for click in clicks.drain(..) {
                     sink.accept(click.into_event()).await;
                 }
-                None => break,
-            },
+            }
         }
     }
     receiver.close();
-    while let Some(click) = receiver.recv().await {
-        metrics.click_queue_depth.dec();
-        sink.accept(click.into_event()).await;
+    while receiver.recv_many(&mut clicks, RECEIVE_BATCH).await > 0 {
+        metrics.click_queue_depth.dec_by(clicks.len() as i64);
+        for click in clicks.drain(..) {
+            sink.accept(click.into_event()).await;
+        }
     }
     sink.close().await;
 }
@@ -279,7 +334,7 @@ mod tests {
             metrics: metrics.clone(),
         };
         for _ in 0..5 {
-            queue.offer(click("abcdefg"));
+            queue.offer(|| click("abcdefg"));
         }
         assert_eq!(metrics.clicks_enqueued.get(), 2);
         assert_eq!(metrics.clicks_dropped.get(), 3);
@@ -311,10 +366,16 @@ mod tests {
     async fn shutting_down_delivers_every_queued_click_then_closes() {
         let sink = Recording::default();
         let metrics = Arc::new(Metrics::new());
-        let pipeline = ClickPipeline::start(10_000, Box::new(sink.clone()), metrics.clone());
+        let pipeline = ClickPipeline::start(
+            10_000,
+            Box::new(sink.clone()),
+            Priority::Normal,
+            metrics.clone(),
+        )
+        .expect("start");
         let queue = pipeline.queue();
         for i in 0..5_000 {
-            queue.offer(click(&format!("code{i}")));
+            queue.offer(|| click(&format!("code{i}")));
         }
         pipeline.shut_down().await;
         let events = sink.events.lock().expect("lock");

@@ -82,7 +82,7 @@ pub struct StorageSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteSettings {
-    pub path: PathBuf,
+    pub dir: PathBuf,
     pub readers: usize,
     pub max_in_flight: usize,
     #[serde(with = "humantime_serde")]
@@ -125,6 +125,7 @@ pub struct InProcessSettings {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     pub max_pending_rows: usize,
+    pub priority: links::background::Priority,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -473,6 +474,43 @@ mod tests {
         let s = load(&[("SHORTENER__LINKS__ADMIN_TOKEN", "a-very-secret-token")]).expect("valid");
         assert_eq!(s.admin_token(), Some("a-very-secret-token"));
         assert!(!format!("{s:?}").contains("a-very-secret-token"));
+    }
+
+    /// Every key of the defaults, as a dotted path.
+    fn keys(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value.kind {
+                config::ValueKind::Table(inner) => keys(&key, inner, out),
+                _ => out.push(key),
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_key() {
+        use config::Source;
+        let readme = include_str!("../../README.md");
+        let defaults = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .expect("defaults parse")
+            .collect()
+            .expect("defaults are a table");
+        let mut all = Vec::new();
+        keys("", defaults, &mut all);
+        assert!(all.len() > 30, "{all:?}");
+        for key in all {
+            let env = env_name(&key);
+            assert!(
+                readme.contains(&format!("`{env}`")),
+                "README does not document {env}"
+            );
+        }
     }
 
     #[test]

@@ -78,15 +78,16 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
         StorageBackend::Sqlite => {
             let sqlite = &settings.storage.sqlite;
             let store = SqliteStore::open(SqliteOptions {
-                path: sqlite.path.clone(),
+                dir: sqlite.dir.clone(),
                 readers: sqlite.readers,
                 max_in_flight: sqlite.max_in_flight,
                 busy_timeout: sqlite.busy_timeout,
                 retention: chrono::Duration::from_std(settings.links.retention)
                     .unwrap_or(chrono::Duration::MAX),
+                background: settings.events.inprocess.priority,
             })
             .await?;
-            tracing::info!(path = %sqlite.path.display(), "opened the embedded SQLite store");
+            tracing::info!(dir = %sqlite.dir.display(), "opened the embedded SQLite store");
             Ok(store)
         }
     }
@@ -144,8 +145,9 @@ impl Application {
         let pipeline = ClickPipeline::start(
             settings.events.queue_capacity,
             Box::new(sink),
+            settings.events.inprocess.priority,
             metrics.clone(),
-        );
+        )?;
 
         let state = web::Data::new(AppState {
             cache: LinkCache::new(&settings.cache.l1, store.clone(), metrics.clone()),
@@ -307,11 +309,7 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, max_body: us
                 )
                 .default_service(web::to(error::no_route)),
         )
-        .service(
-            web::resource("/{code}")
-                .route(web::get().to(redirect::follow))
-                .route(web::head().to(redirect::peek))
-                .default_service(not_allowed()),
-        )
-        .default_service(web::to(error::no_route));
+        // Every other path is a short link: matching it last, as the
+        // fallback, spares the hot path the router's pattern matching.
+        .default_service(web::to(redirect::dispatch));
 }

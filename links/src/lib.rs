@@ -7,6 +7,7 @@
 //! - [`target`]: [`TargetUrl`], a URL safe to redirect to.
 //! - [`link`]: [`Link`], its redirect status, changes, and the token that
 //!   lets its owner change it.
+//! - [`background`]: lower CPU priority for the threads of click processing.
 //! - [`clicks`]: click events, user-agent classification, and the
 //!   aggregation that turns events into counts.
 //! - [`stats`]: the statistics a link's owner reads.
@@ -15,6 +16,7 @@
 //! Nothing here knows about HTTP; the API converts requests into these
 //! types once, at its edge.
 
+pub mod background;
 pub mod clicks;
 pub mod code;
 pub mod codegen;

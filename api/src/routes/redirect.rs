@@ -1,5 +1,8 @@
 //! `GET /{code}` and `HEAD /{code}`: the hot path.
 //!
+//! Served as the application's fallback route: any path no other route
+//! takes is a code, or answers 404.
+//!
 //! Parse the code, look it up (L1, then the store, once per key however
 //! many requests wait), answer with the link's redirect, and queue a click
 //! event without waiting for it. A hit in L1 does no I/O and allocates
@@ -7,7 +10,10 @@
 
 use actix_web::{
     HttpRequest, HttpResponse,
-    http::header::{self, HeaderValue},
+    http::{
+        Method,
+        header::{self, HeaderValue},
+    },
     web,
 };
 use chrono::Utc;
@@ -24,6 +30,26 @@ use crate::{
 /// visitor within it are not re-counted, and a changed link reaches every
 /// browser within it.
 const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("private, max-age=90");
+
+/// Routes a request for `/{code}` by method.
+pub async fn dispatch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match *req.method() {
+        Method::GET => follow(req, state).await,
+        Method::HEAD => peek(req, state).await,
+        _ if path_code(&req).is_some() => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+/// The code a path names: its only segment.
+fn path_code(req: &HttpRequest) -> Option<&str> {
+    req.path()
+        .strip_prefix('/')
+        .filter(|code| !code.is_empty() && !code.contains('/'))
+}
 
 #[utoipa::path(
     get,
@@ -43,19 +69,17 @@ pub async fn follow(
 ) -> Result<HttpResponse, ApiError> {
     let (code, target) = resolve(&req, &state).await?;
     let response = redirect(&req, &target);
-    let headers = req.headers();
-    let country = state
-        .country_header
-        .as_ref()
-        .and_then(|name| headers.get(name))
-        .map(HeaderValue::as_bytes);
-    state.clicks.offer(Click::new(
-        code,
-        Utc::now(),
-        headers.get(header::REFERER).map(HeaderValue::as_bytes),
-        headers.get(header::USER_AGENT).map(HeaderValue::as_bytes),
-        country,
-    ));
+    state.clicks.offer(|| {
+        let headers = req.headers();
+        let header = |name| headers.get(name).map(HeaderValue::as_bytes);
+        Click::new(
+            code,
+            Utc::now(),
+            header(&header::REFERER),
+            header(&header::USER_AGENT),
+            state.country_header.as_ref().and_then(header),
+        )
+    });
     Ok(response)
 }
 
@@ -66,22 +90,15 @@ pub async fn peek(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     Ok(redirect(&req, &target))
 }
 
-async fn resolve(
-    req: &HttpRequest,
-    state: &AppState,
-) -> Result<(Code, std::sync::Arc<Target>), ApiError> {
-    let code = Code::parse(req.match_info().get("code").unwrap_or_default())
-        .map_err(|_| ApiError::NotFound)?;
+async fn resolve(req: &HttpRequest, state: &AppState) -> Result<(Code, Target), ApiError> {
+    let code = path_code(req)
+        .and_then(|code| Code::parse(code).ok())
+        .ok_or(ApiError::NotFound)?;
     match state.cache.lookup(&code).await? {
-        Lookup::Active(target) => {
-            if target.expires_at.is_some_and(|at| at <= Utc::now()) {
-                return Err(ApiError::Expired);
-            }
-            Ok((code, target))
-        }
+        Lookup::Active(target) => Ok((code, target)),
         Lookup::Expired => Err(ApiError::Expired),
         Lookup::Deleted => Err(ApiError::Deleted),
-        Lookup::Missing => Err(ApiError::NotFound),
+        Lookup::Missing { .. } => Err(ApiError::NotFound),
     }
 }
 

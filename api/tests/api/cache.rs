@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_stampede_on_an_uncached_code_reads_the_store_once() {
@@ -162,4 +162,17 @@ async fn renewing_an_expired_link_takes_effect_on_the_next_request() {
         app.get(&format!("/{code}")).await.status(),
         StatusCode::FOUND
     );
+}
+
+#[tokio::test]
+async fn negative_entries_expire_after_their_ttl() {
+    let app =
+        spawn_app_with(|s| s.cache.l1.negative_ttl = std::time::Duration::from_millis(300)).await;
+    app.store.link_reads.store(0, Ordering::SeqCst);
+    assert_eq!(app.get("/Unknown77").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/Unknown77").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.store.link_reads.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    assert_eq!(app.get("/Unknown77").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.store.link_reads.load(Ordering::SeqCst), 2);
 }

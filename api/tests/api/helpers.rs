@@ -82,7 +82,7 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     settings.http.listen = "127.0.0.1:0".into();
     settings.http.workers = 2;
     settings.http.shutdown_timeout = Duration::from_secs(5);
-    settings.storage.sqlite.path = dir.path().join("shortener.db");
+    settings.storage.sqlite.dir = dir.path().join("data");
     settings.events.inprocess.flush_interval = Duration::from_millis(100);
     settings
 }

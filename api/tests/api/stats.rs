@@ -253,10 +253,7 @@ impl ApiProcess {
             .env("SHORTENER_CONFIG_DIR", data_dir.join("no-config"))
             .env("SHORTENER__HTTP__LISTEN", "127.0.0.1:0")
             .env("SHORTENER__HTTP__WORKERS", "2")
-            .env(
-                "SHORTENER__STORAGE__SQLITE__PATH",
-                data_dir.join("shortener.db"),
-            )
+            .env("SHORTENER__STORAGE__SQLITE__DIR", data_dir.join("data"))
             // Only the shutdown flush can write the counts in time.
             .env("SHORTENER__EVENTS__INPROCESS__FLUSH_INTERVAL", "1h")
             .env("SHORTENER__LOG__FORMAT", "json")

@@ -5,7 +5,10 @@
 //! batch of increments per flush, so a link clicked a million times between
 //! flushes costs a handful of row updates, not a million.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
@@ -107,17 +110,18 @@ pub const DIRECT: &str = "(direct)";
 /// Value of the country dimension when the country header is absent.
 pub const UNKNOWN_COUNTRY: &str = "(unknown)";
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BucketKey {
-    pub code: Code,
+/// Counts of one hour or one day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
     pub granularity: Granularity,
     /// Seconds since the epoch, UTC, aligned to the granularity.
     pub start: i64,
+    pub counts: Counts,
 }
 
+/// One entry of a daily top list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TopKey {
-    pub code: Code,
     /// Start of the UTC day, seconds since the epoch: tops are kept per day
     /// so any range of days can be ranked.
     pub day: i64,
@@ -125,38 +129,93 @@ pub struct TopKey {
     pub value: CompactString,
 }
 
-/// Increments to add to the store, all at once.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The increments of one link.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClickBatch {
-    pub totals: HashMap<Code, Counts>,
-    pub buckets: HashMap<BucketKey, Counts>,
-    pub tops: HashMap<TopKey, u64>,
-    /// Events folded into this batch.
-    pub events: u64,
+pub struct LinkClicks {
+    pub totals: Counts,
+    /// A handful per flush: the current hour and day, and the previous ones
+    /// around midnight.
+    pub buckets: Vec<Bucket>,
+    pub tops: FastMap<TopKey, u64>,
 }
 
-impl ClickBatch {
-    pub fn is_empty(&self) -> bool {
-        self.events == 0
-    }
-
-    /// Rows the batch will touch: what its memory and its write cost grow with.
-    pub fn rows(&self) -> usize {
-        self.totals.len() + self.buckets.len() + self.tops.len()
-    }
-
-    /// Adds another batch's increments, e.g. one whose write failed.
-    pub fn merge(&mut self, other: ClickBatch) {
-        for (code, counts) in other.totals {
-            self.totals.entry(code).or_default().add(counts);
+impl LinkClicks {
+    fn add_bucket(&mut self, granularity: Granularity, start: i64, counts: Counts) {
+        match self
+            .buckets
+            .iter_mut()
+            .find(|b| b.granularity == granularity && b.start == start)
+        {
+            Some(bucket) => bucket.counts.add(counts),
+            None => self.buckets.push(Bucket {
+                granularity,
+                start,
+                counts,
+            }),
         }
-        for (key, counts) in other.buckets {
-            self.buckets.entry(key).or_default().add(counts);
+    }
+
+    fn merge(&mut self, other: LinkClicks) {
+        self.totals.add(other.totals);
+        for bucket in other.buckets {
+            self.add_bucket(bucket.granularity, bucket.start, bucket.counts);
         }
         for (key, clicks) in other.tops {
             *self.tops.entry(key).or_default() += clicks;
         }
-        self.events += other.events;
+    }
+
+    /// Rows this link's increments touch in a store.
+    pub fn rows(&self) -> usize {
+        1 + self.buckets.len() + self.tops.len()
+    }
+
+    /// Events counted here.
+    pub fn events(&self) -> u64 {
+        self.totals.clicks + self.totals.bot_clicks
+    }
+}
+
+/// Increments to add to the store, per link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClickBatch {
+    pub links: FastMap<Code, LinkClicks>,
+    /// Rows the batch touches: what its memory and its write cost grow with.
+    rows: usize,
+}
+
+impl ClickBatch {
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Events folded into this batch.
+    pub fn events(&self) -> u64 {
+        self.links.values().map(LinkClicks::events).sum()
+    }
+
+    /// Adds another batch's increments, e.g. one whose write failed.
+    pub fn merge(&mut self, other: ClickBatch) {
+        for (code, clicks) in other.links {
+            match self.links.entry(code) {
+                Entry::Occupied(mut entry) => {
+                    let link = entry.get_mut();
+                    self.rows -= link.rows();
+                    link.merge(clicks);
+                    self.rows += link.rows();
+                }
+                Entry::Vacant(entry) => {
+                    self.rows += clicks.rows();
+                    entry.insert(clicks);
+                }
+            }
+        }
     }
 }
 
@@ -177,48 +236,49 @@ impl Aggregator {
 
     pub fn record(&mut self, event: &ClickEvent) {
         let agent = self.classifier.classify(event.user_agent.as_deref());
-        let bot = agent.is_bot();
-        let one = Counts::one(bot);
+        let one = Counts::one(agent.is_bot());
         let batch = &mut self.batch;
-        batch.events += 1;
-        batch.totals.entry(event.code.clone()).or_default().add(one);
+        let (link, rows_before) = match batch.links.entry(event.code.clone()) {
+            Entry::Occupied(entry) => {
+                let link = entry.into_mut();
+                let rows = link.rows();
+                (link, rows)
+            }
+            Entry::Vacant(entry) => (entry.insert(LinkClicks::default()), 0),
+        };
+        link.totals.add(one);
         for granularity in [Granularity::Hour, Granularity::Day] {
-            let key = BucketKey {
-                code: event.code.clone(),
-                granularity,
-                start: granularity.bucket_of(event.at),
-            };
-            batch.buckets.entry(key).or_default().add(one);
+            link.add_bucket(granularity, granularity.bucket_of(event.at), one);
         }
 
         let day = Granularity::Day.bucket_of(event.at);
         let mut top = |dimension: Dimension, value: &str| {
             let key = TopKey {
-                code: event.code.clone(),
                 day,
                 dimension,
                 value: value.into(),
             };
-            *batch.tops.entry(key).or_default() += 1;
+            *link.tops.entry(key).or_default() += 1;
         };
         if let Some(name) = &agent.bot {
             top(Dimension::Bot, name);
-            return;
+        } else {
+            top(
+                Dimension::Referrer,
+                event.referrer.as_deref().unwrap_or(DIRECT),
+            );
+            top(
+                Dimension::Country,
+                event
+                    .country
+                    .as_ref()
+                    .map_or(UNKNOWN_COUNTRY, |c| c.as_str()),
+            );
+            top(Dimension::Browser, &agent.browser);
+            top(Dimension::Os, &agent.os);
+            top(Dimension::Device, agent.device.as_str());
         }
-        top(
-            Dimension::Referrer,
-            event.referrer.as_deref().unwrap_or(DIRECT),
-        );
-        top(
-            Dimension::Country,
-            event
-                .country
-                .as_ref()
-                .map_or(UNKNOWN_COUNTRY, |c| c.as_str()),
-        );
-        top(Dimension::Browser, &agent.browser);
-        top(Dimension::Os, &agent.os);
-        top(Dimension::Device, agent.device.as_str());
+        batch.rows += link.rows() - rows_before;
     }
 
     /// Rows pending in memory.
@@ -245,9 +305,13 @@ mod tests {
     const GOOGLEBOT: &str =
         "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
-    fn click(code: &str, at: DateTime<Utc>, ua: &str, referer: Option<&str>) -> ClickEvent {
+    fn code(code: &str) -> Code {
+        Code::parse(code).expect("valid")
+    }
+
+    fn click(c: &str, at: DateTime<Utc>, ua: &str, referer: Option<&str>) -> ClickEvent {
         ClickEvent::from_request(
-            Code::parse(code).expect("valid"),
+            code(c),
             at,
             referer.map(str::as_bytes),
             Some(ua.as_bytes()),
@@ -255,14 +319,13 @@ mod tests {
         )
     }
 
-    fn top(batch: &ClickBatch, code: &str, day: i64, dimension: Dimension, value: &str) -> u64 {
+    fn top(batch: &ClickBatch, c: &str, day: i64, dimension: Dimension, value: &str) -> u64 {
         let key = TopKey {
-            code: Code::parse(code).expect("valid"),
             day,
             dimension,
             value: value.into(),
         };
-        batch.tops.get(&key).copied().unwrap_or(0)
+        batch.links[&code(c)].tops.get(&key).copied().unwrap_or(0)
     }
 
     #[test]
@@ -278,41 +341,61 @@ mod tests {
         agg.record(&click("abcdefg", at, CHROME, None));
         agg.record(&click("abcdefg", at, GOOGLEBOT, Some("https://t.co/x")));
         agg.record(&click("zzzzzzz", at, CHROME, None));
+        let rows = agg.pending_rows();
         let batch = agg.take();
         assert!(agg.is_empty());
+        assert_eq!(batch.rows(), rows);
+        assert_eq!(
+            batch.rows(),
+            batch.links.values().map(LinkClicks::rows).sum::<usize>()
+        );
 
-        let code = Code::parse("abcdefg").expect("valid");
-        assert_eq!(batch.events, 6);
+        assert_eq!(batch.events(), 6);
+        let link = &batch.links[&code("abcdefg")];
         assert_eq!(
-            batch.totals[&code],
+            link.totals,
             Counts {
                 clicks: 4,
                 bot_clicks: 1
             }
         );
-        let hour = BucketKey {
-            code: code.clone(),
-            granularity: Granularity::Hour,
-            start: Utc
-                .with_ymd_and_hms(2026, 3, 1, 13, 0, 0)
-                .single()
-                .expect("valid")
-                .timestamp(),
-        };
-        assert_eq!(
-            batch.buckets[&hour],
-            Counts {
-                clicks: 4,
-                bot_clicks: 1
-            }
-        );
+        let hour = Utc
+            .with_ymd_and_hms(2026, 3, 1, 13, 0, 0)
+            .single()
+            .expect("valid")
+            .timestamp();
         let day = Granularity::Day.bucket_of(at);
+        assert_eq!(
+            link.buckets,
+            [
+                Bucket {
+                    granularity: Granularity::Hour,
+                    start: hour,
+                    counts: Counts {
+                        clicks: 4,
+                        bot_clicks: 1
+                    }
+                },
+                Bucket {
+                    granularity: Granularity::Day,
+                    start: day,
+                    counts: Counts {
+                        clicks: 4,
+                        bot_clicks: 1
+                    }
+                },
+            ]
+        );
         assert_eq!(top(&batch, "abcdefg", day, Dimension::Referrer, "t.co"), 3);
         assert_eq!(top(&batch, "abcdefg", day, Dimension::Referrer, DIRECT), 1);
         assert_eq!(top(&batch, "abcdefg", day, Dimension::Country, "FR"), 4);
         assert_eq!(top(&batch, "abcdefg", day, Dimension::Browser, "Chrome"), 4);
         assert_eq!(top(&batch, "abcdefg", day, Dimension::Device, "desktop"), 4);
         assert_eq!(top(&batch, "abcdefg", day, Dimension::Bot, "Googlebot"), 1);
+        assert_eq!(
+            top(&batch, "abcdefg", day, Dimension::Referrer, "Googlebot"),
+            0
+        );
     }
 
     #[test]
@@ -323,16 +406,24 @@ mod tests {
         let mut first = agg.take();
         agg.record(&click("abcdefg", at, CHROME, None));
         agg.record(&click("abcdefg", at, GOOGLEBOT, None));
-        first.merge(agg.take());
-        let code = Code::parse("abcdefg").expect("valid");
+        agg.record(&click("bcdefgh", at, CHROME, None));
+        let second = agg.take();
+        let rows = first.rows() + second.rows();
+        first.merge(second);
         assert_eq!(
-            first.totals[&code],
+            first.links[&code("abcdefg")].totals,
             Counts {
                 clicks: 2,
                 bot_clicks: 1
             }
         );
-        assert_eq!(first.events, 3);
+        assert_eq!(first.events(), 4);
+        // The shared rows of abcdefg count once.
+        assert!(first.rows() < rows);
+        assert_eq!(
+            first.rows(),
+            first.links.values().map(LinkClicks::rows).sum::<usize>()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod classify;
 mod event;
 
 pub use aggregate::{
-    Aggregator, BucketKey, ClickBatch, Counts, DIRECT, Dimension, Granularity, TopKey,
+    Aggregator, Bucket, ClickBatch, Counts, DIRECT, Dimension, Granularity, LinkClicks, TopKey,
     UNKNOWN_COUNTRY,
 };
 pub use classify::{Agent, DeviceClass, UserAgentClassifier};

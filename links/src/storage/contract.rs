@@ -39,11 +39,12 @@ impl std::fmt::Debug for Fixture {
 pub async fn sqlite_fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = super::sqlite::SqliteStore::open(super::sqlite::SqliteOptions {
-        path: dir.path().join("shortener.db"),
+        dir: dir.path().to_owned(),
         readers: 2,
         max_in_flight: 64,
         busy_timeout: std::time::Duration::from_secs(5),
         retention: Duration::days(30),
+        background: crate::background::Priority::Idle,
     })
     .await
     .expect("open SQLite store");

@@ -1,13 +1,20 @@
-//! The embedded store: one SQLite file in the data directory.
+//! The embedded store: two SQLite files in the data directory.
 //!
-//! SQLite in WAL mode lets readers run beside one writer, so the adapter
-//! keeps exactly that: one writer connection, which serialises every write
-//! without lock contention, and a few reader connections. Each connection
-//! lives on its own thread (`tokio-rusqlite`), so no SQLite call ever blocks
-//! the async executor, and a semaphore bounds the calls in flight.
+//! - `links.db`: links, id blocks and settings, written by one connection.
+//! - `clicks.db`: click counts, written by another connection whose thread
+//!   runs at background priority (see [`crate::background`]). Counting
+//!   clicks yields the CPU to serving links, and because SQLite locks per
+//!   file, a click write that is waiting for the CPU never holds a lock that
+//!   creating a link needs.
 //!
-//! Schema migrations are the numbered files in `migrations/sqlite`, applied
-//! in order at open; the database records its version in `user_version`.
+//! WAL mode lets readers run beside the writers: a few reader connections
+//! open `links.db` with `clicks.db` attached. Each connection lives on its
+//! own thread (`tokio-rusqlite`), so no SQLite call ever blocks the async
+//! executor, and a semaphore bounds the calls in flight.
+//!
+//! Schema migrations are the numbered files in `migrations/sqlite/links`
+//! and `migrations/sqlite/clicks`, applied in order at open; each file
+//! records its version in `user_version`.
 
 use std::{
     ops::Range,
@@ -28,6 +35,7 @@ use tokio_rusqlite::Connection;
 
 use super::{BoxError, LinkStore, StoreError};
 use crate::{
+    background::Priority,
     clicks::{ClickBatch, Counts, Dimension, Granularity},
     code::Code,
     link::{Link, LinkChanges, RedirectStatus, TokenDigest},
@@ -35,12 +43,29 @@ use crate::{
     target::TargetUrl,
 };
 
-/// The schema, one migration per file; never edit one that has shipped.
-fn migrations() -> Migrations<'static> {
+/// The schema of `links.db`, one migration per file; never edit one that
+/// has shipped.
+fn link_migrations() -> Migrations<'static> {
     Migrations::new(vec![M::up(include_str!(
-        "../../migrations/sqlite/0001_links_and_clicks.sql"
+        "../../migrations/sqlite/links/0001_links.sql"
     ))])
 }
+
+/// The schema of `clicks.db`.
+fn click_migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!(
+        "../../migrations/sqlite/clicks/0001_clicks.sql"
+    ))])
+}
+
+const LINKS_FILE: &str = "links.db";
+const CLICKS_FILE: &str = "clicks.db";
+
+/// Page cache of each writer, in KiB: the click tables take random updates
+/// all over.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// Page cache of each reader, in KiB.
+const READER_CACHE_KIB: u32 = 8 * 1024;
 
 /// How often rows past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
@@ -48,8 +73,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// How the embedded store is opened.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
-    /// The database file; its directory is created if missing.
-    pub path: PathBuf,
+    /// The data directory, created if missing.
+    pub dir: PathBuf,
     /// Reader connections beside the one writer.
     pub readers: usize,
     /// Calls waiting for or running on a connection, at most.
@@ -60,23 +85,26 @@ pub struct SqliteOptions {
     /// How long expired or deleted links keep answering 410 before the store
     /// forgets them.
     pub retention: chrono::Duration,
+    /// Scheduling of the thread that writes click counts.
+    pub background: Priority,
 }
 
 /// The embedded [`LinkStore`].
 pub struct SqliteStore {
     writer: Connection,
+    clicks_writer: Connection,
     readers: Vec<Connection>,
     next_reader: AtomicUsize,
     in_flight: Semaphore,
     busy_timeout: Duration,
     retention: chrono::Duration,
-    path: PathBuf,
+    dir: PathBuf,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.path)
+            .field("dir", &self.dir)
             .field("readers", &self.readers.len())
             .finish_non_exhaustive()
     }
@@ -86,70 +114,97 @@ impl SqliteStore {
     /// Opens (creating if needed) and migrates the database, and starts the
     /// periodic purge of rows past their retention.
     pub async fn open(options: SqliteOptions) -> Result<Arc<Self>, StoreError> {
-        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()).into())
-            })?;
-        }
+        let dir = &options.dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()).into())
+        })?;
+        let (links, clicks) = (dir.join(LINKS_FILE), dir.join(CLICKS_FILE));
         let busy = options.busy_timeout;
-        let writer = open_connection(&options.path, busy).await?;
-        writer
-            .call(|conn| {
-                conn.pragma_update(None, "journal_mode", "WAL")?;
-                migrations().to_latest(conn)
+
+        let writer = open_connection(&links, busy, WRITER_CACHE_KIB).await?;
+        migrate(&writer, link_migrations).await?;
+
+        let clicks_writer = open_connection(&clicks, busy, WRITER_CACHE_KIB).await?;
+        let background = options.background;
+        clicks_writer
+            .call(move |_| {
+                Ok::<_, rusqlite::Error>(crate::background::set_current_thread(background))
             })
             .await
-            .map_err(|e| match e {
-                tokio_rusqlite::Error::Error(rusqlite_migration::Error::RusqliteError {
-                    err,
-                    ..
-                }) => from_sqlite(err),
-                tokio_rusqlite::Error::Error(e) => {
-                    StoreError::Corrupt(format!("schema migration failed: {e}"))
-                }
-                other => StoreError::Unavailable(other.to_string().into()),
+            .map_err(from_call)?
+            .map_err(|e| {
+                StoreError::Other(format!("cannot set background priority: {e}").into())
             })?;
+        migrate(&clicks_writer, click_migrations).await?;
+
         let mut readers = Vec::with_capacity(options.readers.max(1));
         for _ in 0..options.readers.max(1) {
-            readers.push(open_connection(&options.path, busy).await?);
+            let reader = open_connection(&links, busy, READER_CACHE_KIB).await?;
+            let clicks = clicks.clone();
+            reader
+                .call(move |conn| {
+                    conn.execute("ATTACH DATABASE ?1 AS clicks", [clicks.to_string_lossy()])?;
+                    conn.pragma_update(Some("clicks"), "cache_size", -(READER_CACHE_KIB as i64))
+                })
+                .await
+                .map_err(from_call)?;
+            readers.push(reader);
         }
         let store = Arc::new(Self {
             writer,
+            clicks_writer,
             readers,
             next_reader: AtomicUsize::new(0),
             in_flight: Semaphore::new(options.max_in_flight.max(1)),
             busy_timeout: busy,
             retention: options.retention,
-            path: options.path,
+            dir: options.dir,
         });
         tokio::spawn(purge_periodically(Arc::downgrade(&store)));
         Ok(store)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Deletes links (and their counts) whose retention ended before `now`.
     /// Returns how many links were forgotten.
     pub async fn purge(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let now = now.timestamp_millis();
-        self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let codes: Vec<String> = tx
-                .prepare("SELECT code FROM links WHERE purge_at IS NOT NULL AND purge_at <= ?1")?
-                .query_map([now], |row| row.get(0))?
-                .collect::<Result<_, _>>()?;
-            for code in &codes {
-                tx.execute("DELETE FROM links WHERE code = ?1", [code])?;
-                tx.execute("DELETE FROM click_totals WHERE code = ?1", [code])?;
-                tx.execute("DELETE FROM click_buckets WHERE code = ?1", [code])?;
-                tx.execute("DELETE FROM click_tops WHERE code = ?1", [code])?;
-            }
-            tx.commit()?;
-            Ok(codes.len())
-        })
-        .await
+        let codes = self
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let codes: Vec<String> = tx
+                    .prepare(
+                        "SELECT code FROM links WHERE purge_at IS NOT NULL AND purge_at <= ?1",
+                    )?
+                    .query_map([now], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+                tx.execute(
+                    "DELETE FROM links WHERE purge_at IS NOT NULL AND purge_at <= ?1",
+                    [now],
+                )?;
+                tx.commit()?;
+                Ok(codes)
+            })
+            .await?;
+        let purged = codes.len();
+        if purged > 0 {
+            self.call(&self.clicks_writer, move |conn| {
+                let tx = conn.transaction()?;
+                for table in ["click_totals", "click_buckets", "click_tops"] {
+                    let mut delete = tx.prepare(&format!("DELETE FROM {table} WHERE code = ?1"))?;
+                    for code in &codes {
+                        delete.execute([code])?;
+                    }
+                }
+                tx.commit()
+            })
+            .await?;
+        }
+        Ok(purged)
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -182,7 +237,31 @@ impl SqliteStore {
     }
 }
 
-async fn open_connection(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
+async fn migrate(
+    conn: &Connection,
+    migrations: fn() -> Migrations<'static>,
+) -> Result<(), StoreError> {
+    conn.call(move |conn| {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        migrations().to_latest(conn)
+    })
+    .await
+    .map_err(|e| match e {
+        tokio_rusqlite::Error::Error(rusqlite_migration::Error::RusqliteError { err, .. }) => {
+            from_sqlite(err)
+        }
+        tokio_rusqlite::Error::Error(e) => {
+            StoreError::Corrupt(format!("schema migration failed: {e}"))
+        }
+        other => StoreError::Unavailable(other.to_string().into()),
+    })
+}
+
+async fn open_connection(
+    path: &Path,
+    busy: Duration,
+    cache_kib: u32,
+) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).await.map_err(|e| {
         StoreError::Unavailable(format!("cannot open {}: {e}", path.display()).into())
     })?;
@@ -192,6 +271,9 @@ async fn open_connection(path: &Path, busy: Duration) -> Result<Connection, Stor
         // power cut can lose the last commits but never corrupts the file.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Pages kept in this connection's memory: the click tables take
+        // random updates all over, which otherwise cost a read per page.
+        conn.pragma_update(None, "cache_size", -(cache_kib as i64))?;
         Ok(())
     })
     .await
@@ -382,7 +464,7 @@ impl LinkStore for SqliteStore {
             return Ok(());
         }
         let batch = batch.clone();
-        self.write(move |conn| {
+        self.call(&self.clicks_writer, move |conn| {
             let tx = conn.transaction()?;
             {
                 let mut totals = tx.prepare_cached(
@@ -390,38 +472,40 @@ impl LinkStore for SqliteStore {
                      ON CONFLICT (code) DO UPDATE SET clicks = clicks + excluded.clicks, \
                      bot_clicks = bot_clicks + excluded.bot_clicks",
                 )?;
-                for (code, c) in &batch.totals {
-                    totals.execute(params![code.as_str(), c.clicks, c.bot_clicks])?;
-                }
                 let mut buckets = tx.prepare_cached(
                     "INSERT INTO click_buckets (code, granularity, start, clicks, bot_clicks) \
                      VALUES (?1, ?2, ?3, ?4, ?5) \
                      ON CONFLICT (code, granularity, start) DO UPDATE SET \
                      clicks = clicks + excluded.clicks, bot_clicks = bot_clicks + excluded.bot_clicks",
                 )?;
-                for (key, c) in &batch.buckets {
-                    buckets.execute(params![
-                        key.code.as_str(),
-                        granularity_name(key.granularity),
-                        key.start,
-                        c.clicks,
-                        c.bot_clicks
-                    ])?;
-                }
                 let mut tops = tx.prepare_cached(
                     "INSERT INTO click_tops (code, day, dimension, value, clicks) \
                      VALUES (?1, ?2, ?3, ?4, ?5) \
                      ON CONFLICT (code, day, dimension, value) DO UPDATE SET \
                      clicks = clicks + excluded.clicks",
                 )?;
-                for (key, clicks) in &batch.tops {
-                    tops.execute(params![
-                        key.code.as_str(),
-                        key.day,
-                        key.dimension.as_str(),
-                        key.value.as_str(),
-                        clicks
-                    ])?;
+                for (code, link) in &batch.links {
+                    let code = code.as_str();
+                    let c = link.totals;
+                    totals.execute(params![code, c.clicks, c.bot_clicks])?;
+                    for b in &link.buckets {
+                        buckets.execute(params![
+                            code,
+                            granularity_name(b.granularity),
+                            b.start,
+                            b.counts.clicks,
+                            b.counts.bot_clicks
+                        ])?;
+                    }
+                    for (key, clicks) in &link.tops {
+                        tops.execute(params![
+                            code,
+                            key.day,
+                            key.dimension.as_str(),
+                            key.value.as_str(),
+                            clicks
+                        ])?;
+                    }
                 }
             }
             tx.commit()
@@ -434,7 +518,9 @@ impl LinkStore for SqliteStore {
         let query = query.clone();
         self.read(move |conn| {
             let totals = conn
-                .prepare_cached("SELECT clicks, bot_clicks FROM click_totals WHERE code = ?1")?
+                .prepare_cached(
+                    "SELECT clicks, bot_clicks FROM clicks.click_totals WHERE code = ?1",
+                )?
                 .query_row([code.as_str()], |row| {
                     Ok(Counts {
                         clicks: row.get(0)?,
@@ -446,7 +532,7 @@ impl LinkStore for SqliteStore {
             let (first, end) = query.bucket_range();
             let buckets = conn
                 .prepare_cached(
-                    "SELECT start, clicks, bot_clicks FROM click_buckets \
+                    "SELECT start, clicks, bot_clicks FROM clicks.click_buckets \
                      WHERE code = ?1 AND granularity = ?2 AND start >= ?3 AND start < ?4",
                 )?
                 .query_map(
@@ -470,7 +556,7 @@ impl LinkStore for SqliteStore {
             let (first_day, end_day) = query.day_range();
             let tops = conn
                 .prepare_cached(
-                    "SELECT dimension, value, SUM(clicks) FROM click_tops \
+                    "SELECT dimension, value, SUM(clicks) FROM clicks.click_tops \
                      WHERE code = ?1 AND day >= ?2 AND day < ?3 GROUP BY dimension, value",
                 )?
                 .query_map(params![code.as_str(), first_day, end_day], |row| {

@@ -1,5 +1,5 @@
--- Links, id blocks, settings and click counts of the embedded store.
--- Times are milliseconds (links) or seconds (click buckets) since the epoch, UTC.
+-- Links, id blocks and settings of the embedded store (links.db).
+-- Times are milliseconds since the epoch, UTC.
 
 CREATE TABLE links (
     code          TEXT    NOT NULL PRIMARY KEY,
@@ -27,28 +27,4 @@ INSERT INTO id_blocks (name, next) VALUES ('links', 0);
 CREATE TABLE settings (
     name  TEXT NOT NULL PRIMARY KEY,
     value TEXT NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE click_totals (
-    code       TEXT    NOT NULL PRIMARY KEY,
-    clicks     INTEGER NOT NULL,
-    bot_clicks INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE click_buckets (
-    code        TEXT    NOT NULL,
-    granularity TEXT    NOT NULL,
-    start       INTEGER NOT NULL,
-    clicks      INTEGER NOT NULL,
-    bot_clicks  INTEGER NOT NULL,
-    PRIMARY KEY (code, granularity, start)
-) WITHOUT ROWID;
-
-CREATE TABLE click_tops (
-    code      TEXT    NOT NULL,
-    day       INTEGER NOT NULL,
-    dimension TEXT    NOT NULL,
-    value     TEXT    NOT NULL,
-    clicks    INTEGER NOT NULL,
-    PRIMARY KEY (code, day, dimension, value)
 ) WITHOUT ROWID;

@@ -86,6 +86,11 @@ pub struct ClickQueue {
 }
 
 impl ClickQueue {
+    /// Clicks waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
     /// Queues a click, or drops and counts it if the queue is full. The
     /// click is only built when there is room for it.
     pub fn offer(&self, click: impl FnOnce() -> Click) {
@@ -96,7 +101,6 @@ impl ClickQueue {
         match self.sender.try_send(click()) {
             Ok(()) => {
                 self.metrics.clicks_enqueued.inc();
-                self.metrics.click_queue_depth.inc();
             }
             Err(_) => {
                 self.metrics.clicks_dropped.inc();
@@ -240,7 +244,7 @@ impl ClickPipeline {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let task = drain(receiver, sink, stop.clone(), metrics.clone());
+        let task = drain(receiver, sink, stop.clone());
         std::thread::Builder::new()
             .name("click-pipeline".into())
             .spawn(move || {
@@ -275,7 +279,6 @@ async fn drain(
     mut receiver: mpsc::Receiver<Click>,
     mut sink: Box<dyn ClickSink>,
     stop: CancellationToken,
-    metrics: Arc<Metrics>,
 ) {
     let mut ticks = tokio::time::interval(sink.tick_interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,7 +294,6 @@ async fn drain(
                 if received == 0 {
                     break;
                 }
-                metrics.click_queue_depth.dec_by(received as i64);
                 for click in clicks.drain(..) {
                     sink.accept(click.into_event()).await;
                 }
@@ -300,7 +302,6 @@ async fn drain(
     }
     receiver.close();
     while receiver.recv_many(&mut clicks, RECEIVE_BATCH).await > 0 {
-        metrics.click_queue_depth.dec_by(clicks.len() as i64);
         for click in clicks.drain(..) {
             sink.accept(click.into_event()).await;
         }
@@ -338,7 +339,7 @@ mod tests {
         }
         assert_eq!(metrics.clicks_enqueued.get(), 2);
         assert_eq!(metrics.clicks_dropped.get(), 3);
-        assert_eq!(metrics.click_queue_depth.get(), 2);
+        assert_eq!(queue.depth(), 2);
     }
 
     /// Records what the pipeline hands it.
@@ -387,6 +388,6 @@ mod tests {
             Some("DE".into())
         );
         assert!(*sink.closed.lock().expect("lock"));
-        assert_eq!(metrics.click_queue_depth.get(), 0);
+        assert_eq!(queue.depth(), 0);
     }
 }

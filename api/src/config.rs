@@ -182,17 +182,17 @@ impl Settings {
     pub fn load() -> Result<Self, SettingsError> {
         let dir =
             std::env::var_os(CONFIG_DIR_VAR).map_or_else(|| PathBuf::from("config"), PathBuf::from);
-        Self::load_from(&dir, std::env::vars())
+        Self::load_from(Some(&dir), std::env::vars())
     }
 
-    /// Reads defaults, then `dir/*.toml` if the directory exists, then the
-    /// given environment.
+    /// Reads defaults, then `dir/*.toml` if there is such a directory, then
+    /// the given environment.
     pub fn load_from(
-        dir: &Path,
+        dir: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        for file in toml_files(dir)? {
+        for file in dir.map(toml_files).transpose()?.unwrap_or_default() {
             builder = builder.add_source(File::from(file).format(FileFormat::Toml));
         }
         let env = env
@@ -215,8 +215,7 @@ impl Settings {
 
     /// The built-in defaults alone.
     pub fn defaults() -> Self {
-        Self::load_from(Path::new("/nonexistent"), std::iter::empty())
-            .expect("the built-in defaults are valid")
+        Self::load_from(None, std::iter::empty()).expect("the built-in defaults are valid")
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -375,7 +374,7 @@ mod tests {
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        Settings::load_from(Path::new("/nonexistent"), env)
+        Settings::load_from(None, env)
     }
 
     #[test]
@@ -424,7 +423,7 @@ mod tests {
             "SHORTENER__HTTP__LISTEN".to_string(),
             "127.0.0.1:2".to_string(),
         )];
-        let s = Settings::load_from(dir.path(), env).expect("valid");
+        let s = Settings::load_from(Some(dir.path()), env).expect("valid");
         assert_eq!(s.http.workers, 5);
         assert_eq!(s.http.listen, "127.0.0.1:2");
     }

@@ -7,6 +7,11 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Read from the queue when scraped, not kept up to date on the hot path.
+    state
+        .metrics
+        .click_queue_depth
+        .set(state.clicks.depth() as i64);
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render())

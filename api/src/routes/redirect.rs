@@ -68,7 +68,7 @@ pub async fn follow(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (code, target) = resolve(&req, &state).await?;
-    let response = redirect(&req, &target);
+    let response = redirect(&req, target);
     state.clicks.offer(|| {
         let headers = req.headers();
         let header = |name| headers.get(name).map(HeaderValue::as_bytes);
@@ -87,7 +87,7 @@ pub async fn follow(
 /// checkers and unfurlers ask HEAD, people's browsers do not.
 pub async fn peek(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (_, target) = resolve(&req, &state).await?;
-    Ok(redirect(&req, &target))
+    Ok(redirect(&req, target))
 }
 
 async fn resolve(req: &HttpRequest, state: &AppState) -> Result<(Code, Target), ApiError> {
@@ -102,12 +102,12 @@ async fn resolve(req: &HttpRequest, state: &AppState) -> Result<(Code, Target), 
     }
 }
 
-fn redirect(req: &HttpRequest, target: &Target) -> HttpResponse {
+fn redirect(req: &HttpRequest, target: Target) -> HttpResponse {
     let query = req.query_string();
     let location = if target.forward_query && !query.is_empty() {
-        with_query(&target.location, query).unwrap_or_else(|| target.location.clone())
+        with_query(&target.location, query).unwrap_or(target.location)
     } else {
-        target.location.clone()
+        target.location
     };
     HttpResponse::build(target.status)
         .insert_header((header::LOCATION, location))

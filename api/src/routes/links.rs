@@ -12,6 +12,7 @@ use links::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::code_param;
 use crate::{error::ApiError, state::AppState};
 
 /// Attempts at a generated code. A generated code is only ever taken if a
@@ -105,10 +106,6 @@ fn future_expiry(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>,
     }
     // Whole milliseconds: what the store keeps.
     Ok(DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at))
-}
-
-fn path_code(req: &HttpRequest) -> Result<Code, ApiError> {
-    Code::parse(req.match_info().get("code").unwrap_or_default()).map_err(|_| ApiError::NotFound)
 }
 
 /// A link that exists and is not deleted.
@@ -218,7 +215,7 @@ pub async fn create(
     )
 )]
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let code = path_code(&req)?;
+    let code = code_param(&req)?;
     let link = live_link(&state, &code).await?;
     Ok(HttpResponse::Ok().json(LinkBody::of(&link, &state)))
 }
@@ -244,7 +241,7 @@ pub async fn update(
     state: web::Data<AppState>,
     body: web::Json<UpdateLink>,
 ) -> Result<HttpResponse, ApiError> {
-    let code = path_code(&req)?;
+    let code = code_param(&req)?;
     let link = live_link(&state, &code).await?;
     state.authorize(&req, &link)?;
     let body = body.into_inner();
@@ -290,7 +287,7 @@ pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let code = path_code(&req)?;
+    let code = code_param(&req)?;
     let link = live_link(&state, &code).await?;
     state.authorize(&req, &link)?;
     let deleted = state.store.delete_link(&code, Utc::now()).await?;

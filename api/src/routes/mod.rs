@@ -12,13 +12,20 @@ pub mod metrics;
 pub mod redirect;
 pub mod stats;
 
+use ::links::Code;
 use actix_web::{
+    HttpRequest,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
 };
 
 use crate::error::ApiError;
+
+/// The `{code}` of an API path; a malformed one names no link (404).
+pub fn code_param(req: &HttpRequest) -> Result<Code, ApiError> {
+    Code::parse(req.match_info().get("code").unwrap_or_default()).map_err(|_| ApiError::NotFound)
+}
 
 /// Refuses requests whose head is larger than `limit` bytes (431).
 pub async fn limit_headers(

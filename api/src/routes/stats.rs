@@ -131,8 +131,7 @@ pub async fn get(
     state: web::Data<AppState>,
     params: web::Query<StatsParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let code = Code::parse(req.match_info().get("code").unwrap_or_default())
-        .map_err(|_| ApiError::NotFound)?;
+    let code = super::code_param(&req)?;
     let query = params.query(Utc::now())?;
     if state.store.get_link(&code).await?.is_none() {
         return Err(ApiError::NotFound);

@@ -76,13 +76,12 @@ async fn patch_takes_effect_on_the_next_request() {
     );
 
     let patched = app
-        .client
-        .patch(app.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(&token)
-        .json(&json!({ "url": "https://example.com/after", "redirect": 301 }))
-        .send()
-        .await
-        .expect("PATCH");
+        .patch(
+            &code,
+            &token,
+            json!({ "url": "https://example.com/after", "redirect": 301 }),
+        )
+        .await;
     assert_eq!(patched.status(), StatusCode::OK);
 
     let get = app.get(&path).await;
@@ -97,14 +96,7 @@ async fn delete_takes_effect_on_the_next_request() {
     let path = format!("/{code}");
     join_all((0..50).map(|_| app.get(&path))).await;
 
-    let api_path = app.url(&format!("/api/v1/links/{code}"));
-    let deleted = app
-        .client
-        .delete(&api_path)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("DELETE");
+    let deleted = app.delete(&code, &token).await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
 
     let problem = assert_problem(app.get(&path).await, StatusCode::GONE).await;
@@ -116,22 +108,15 @@ async fn delete_takes_effect_on_the_next_request() {
         StatusCode::GONE,
     )
     .await;
-    let again = app
-        .client
-        .delete(&api_path)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("DELETE");
+    let again = app.delete(&code, &token).await;
     assert_problem(again, StatusCode::GONE).await;
     let patch = app
-        .client
-        .patch(&api_path)
-        .bearer_auth(&token)
-        .json(&json!({ "url": "https://example.com/revived" }))
-        .send()
-        .await
-        .expect("PATCH");
+        .patch(
+            &code,
+            &token,
+            json!({ "url": "https://example.com/revived" }),
+        )
+        .await;
     assert_problem(patch, StatusCode::GONE).await;
 }
 
@@ -149,14 +134,7 @@ async fn renewing_an_expired_link_takes_effect_on_the_next_request() {
         app.get(&format!("/{code}")).await.status(),
         StatusCode::GONE
     );
-    let renewed = app
-        .client
-        .patch(app.url(&format!("/api/v1/links/{code}")))
-        .bearer_auth(token)
-        .json(&json!({ "expires_at": null }))
-        .send()
-        .await
-        .expect("PATCH");
+    let renewed = app.patch(code, token, json!({ "expires_at": null })).await;
     assert_eq!(renewed.status(), StatusCode::OK);
     assert_eq!(
         app.get(&format!("/{code}")).await.status(),

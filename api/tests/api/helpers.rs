@@ -158,6 +158,27 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `PATCH /api/v1/links/{code}` with a bearer token.
+    pub async fn patch(&self, code: &str, token: &str, body: Value) -> Response {
+        self.client
+            .patch(self.url(&format!("/api/v1/links/{code}")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    /// `DELETE /api/v1/links/{code}` with a bearer token.
+    pub async fn delete(&self, code: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(&format!("/api/v1/links/{code}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
     pub async fn stats(&self, code: &str, query: &str) -> Value {
         let response = self
             .get(&format!("/api/v1/links/{code}/stats{query}"))

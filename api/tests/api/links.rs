@@ -388,45 +388,24 @@ async fn changing_and_deleting_needs_the_links_token() {
         .expect("PATCH");
     let problem = assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
     assert_eq!(problem["type"], "urn:shortener:problem:unauthorized");
-    let wrong = app
-        .client
-        .patch(&path)
-        .bearer_auth(&other_token)
-        .json(&change)
-        .send()
-        .await
-        .expect("PATCH");
+    let wrong = app.patch(&code, &other_token, change.clone()).await;
     assert_problem(wrong, StatusCode::FORBIDDEN).await;
-    let wrong = app
-        .client
-        .delete(&path)
-        .bearer_auth("nonsense")
-        .send()
-        .await
-        .expect("DELETE");
+    let wrong = app.delete(&code, "nonsense").await;
     assert_problem(wrong, StatusCode::FORBIDDEN).await;
     assert_eq!(
         app.get(&format!("/{code}")).await.headers()["location"],
         "https://example.com/mine"
     );
 
-    let own = app
-        .client
-        .patch(&path)
-        .bearer_auth(&token)
-        .json(&change)
-        .send()
-        .await
-        .expect("PATCH");
+    let own = app.patch(&code, &token, change.clone()).await;
     assert_eq!(own.status(), StatusCode::OK);
     let admin = app
-        .client
-        .patch(&path)
-        .bearer_auth("an-admin-token-for-tests")
-        .json(&json!({ "redirect": 307 }))
-        .send()
-        .await
-        .expect("PATCH");
+        .patch(
+            &code,
+            "an-admin-token-for-tests",
+            json!({ "redirect": 307 }),
+        )
+        .await;
     assert_eq!(admin.status(), StatusCode::OK);
     let body: Value = admin.json().await.expect("JSON");
     assert_eq!(body["url"], "https://example.com/changed");
@@ -437,42 +416,24 @@ async fn changing_and_deleting_needs_the_links_token() {
 async fn patch_validates_like_create() {
     let app = spawn_app().await;
     let (code, token) = app.shorten("https://example.com/v").await;
-    let path = app.url(&format!("/api/v1/links/{code}"));
     for body in [
         json!({ "url": "javascript:alert(1)" }),
         json!({ "redirect": 200 }),
         json!({ "expires_at": (Utc::now() - Duration::hours(1)).to_rfc3339() }),
         json!({ "code": "renamed" }),
     ] {
-        let response = app
-            .client
-            .patch(&path)
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("PATCH");
+        let response = app.patch(&code, &token, body.clone()).await;
         assert_problem(response, StatusCode::BAD_REQUEST).await;
     }
     let later = Utc::now() + Duration::days(1);
     let set = app
-        .client
-        .patch(&path)
-        .bearer_auth(&token)
-        .json(&json!({ "expires_at": later }))
-        .send()
-        .await
-        .expect("PATCH");
+        .patch(&code, &token, json!({ "expires_at": later }))
+        .await;
     let body: Value = set.json().await.expect("JSON");
     assert!(body["expires_at"].is_string());
     let clear = app
-        .client
-        .patch(&path)
-        .bearer_auth(&token)
-        .json(&json!({ "expires_at": null }))
-        .send()
-        .await
-        .expect("PATCH");
+        .patch(&code, &token, json!({ "expires_at": null }))
+        .await;
     let body: Value = clear.json().await.expect("JSON");
     assert_eq!(body["expires_at"], Value::Null);
 }

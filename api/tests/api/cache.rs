@@ -101,7 +101,7 @@ async fn delete_takes_effect_on_the_next_request() {
 
     let problem = assert_problem(app.get(&path).await, StatusCode::GONE).await;
     assert_eq!(problem["type"], "urn:shortener:problem:link-deleted");
-    let head = app.client.head(app.url(&path)).send().await.expect("HEAD");
+    let head = app.head(&path).await;
     assert_eq!(head.status(), StatusCode::GONE);
     assert_problem(
         app.get(&format!("/api/v1/links/{code}")).await,

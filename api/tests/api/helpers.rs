@@ -158,6 +158,10 @@ impl TestApp {
             .expect("request")
     }
 
+    pub async fn head(&self, path: &str) -> Response {
+        self.client.head(self.url(path)).send().await.expect("HEAD")
+    }
+
     /// `PATCH /api/v1/links/{code}` with a bearer token.
     pub async fn patch(&self, code: &str, token: &str, body: Value) -> Response {
         self.client

@@ -37,12 +37,7 @@ async fn create_then_follow_with_get_and_head() {
     assert_eq!(get.headers()["location"], "https://example.com/a/b?c=d#e");
     assert_eq!(get.headers()["cache-control"], "private, max-age=90");
 
-    let head = app
-        .client
-        .head(app.url(&format!("/{code}")))
-        .send()
-        .await
-        .expect("HEAD");
+    let head = app.head(&format!("/{code}")).await;
     assert_eq!(head.status(), StatusCode::FOUND);
     assert_eq!(head.headers()["location"], "https://example.com/a/b?c=d#e");
 }
@@ -59,12 +54,7 @@ async fn links_answer_with_their_own_redirect_status() {
         let get = app.get(&format!("/{code}")).await;
         assert_eq!(get.status().as_u16(), status);
         assert_eq!(get.headers()["location"], "https://example.com/s");
-        let head = app
-            .client
-            .head(app.url(&format!("/{code}")))
-            .send()
-            .await
-            .expect("HEAD");
+        let head = app.head(&format!("/{code}")).await;
         assert_eq!(head.status().as_u16(), status);
     }
     let bad = app
@@ -263,12 +253,7 @@ async fn unknown_codes_are_404_and_routes_answer_problems() {
             "{path}"
         );
     }
-    let head = app
-        .client
-        .head(app.url("/nosuchcode"))
-        .send()
-        .await
-        .expect("HEAD");
+    let head = app.head("/nosuchcode").await;
     assert_eq!(head.status(), StatusCode::NOT_FOUND);
     let wrong_method = app
         .client

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
 use links::{
     Alias, Code, Link, LinkChanges, LinkState, ManageToken, RedirectStatus, StoreError, TargetUrl,
+    storage::Uniqueness,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -165,7 +166,7 @@ pub async fn create(
     let link = match alias {
         Some(alias) => {
             let link = new_link(alias.into_code());
-            match state.store.insert_link(&link).await {
+            match state.store.insert_link(&link, Uniqueness::Checked).await {
                 Err(StoreError::Conflict) => {
                     return Err(ApiError::AliasTaken(link.code.to_string()));
                 }
@@ -177,7 +178,7 @@ pub async fn create(
             let mut attempts = 1;
             loop {
                 let link = new_link(state.codes.next_code().await?);
-                match state.store.insert_link(&link).await {
+                match state.store.insert_link(&link, Uniqueness::Generated).await {
                     Err(StoreError::Conflict) if attempts < GENERATED_CODE_ATTEMPTS => {
                         tracing::info!(code = %link.code, "generated code taken by an alias; using the next");
                         attempts += 1;

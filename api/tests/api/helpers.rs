@@ -15,6 +15,7 @@ use links::{
     Code, Link, LinkChanges, LinkStore, StoreError,
     clicks::ClickBatch,
     stats::{ClickStats, StatsQuery},
+    storage::Uniqueness,
 };
 use reqwest::{Client, Response, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
@@ -35,8 +36,8 @@ impl LinkStore for CountingStore {
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
         self.inner.lease_ids(count).await
     }
-    async fn insert_link(&self, link: &Link) -> Result<(), StoreError> {
-        self.inner.insert_link(link).await
+    async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError> {
+        self.inner.insert_link(link, uniqueness).await
     }
     async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError> {
         self.link_reads.fetch_add(1, Ordering::SeqCst);

@@ -12,7 +12,7 @@ use std::{any::Any, collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use super::{LinkStore, StoreError};
+use super::{LinkStore, StoreError, Uniqueness};
 use crate::{
     clicks::{Aggregator, ClickEvent, Counts, Dimension, Granularity, UserAgentClassifier},
     code::Code,
@@ -60,6 +60,7 @@ macro_rules! link_store_contract {
     ($fixture:path) => {
         $crate::link_store_contract!(@cases $fixture;
             inserted_links_read_back_equal,
+            generated_codes_insert_unchecked,
             a_taken_code_conflicts_and_keeps_the_original,
             unknown_codes_read_as_none,
             id_leases_never_overlap,
@@ -110,19 +111,39 @@ pub fn sample_link(tag: &str) -> Link {
 pub async fn inserted_links_read_back_equal(f: Fixture) {
     let mut link = sample_link("rt");
     link.expires_at = Some(link.created_at + Duration::days(3));
-    f.store.insert_link(&link).await.expect("insert");
+    f.store
+        .insert_link(&link, Uniqueness::Checked)
+        .await
+        .expect("insert");
     let read = f.store.get_link(&link.code).await.expect("get");
     assert_eq!(read, Some(link));
 }
 
+pub async fn generated_codes_insert_unchecked(f: Fixture) {
+    let links: Vec<Link> = (0..20).map(|_| sample_link("gen")).collect();
+    for link in &links {
+        f.store
+            .insert_link(link, Uniqueness::Generated)
+            .await
+            .expect("insert");
+    }
+    for link in links {
+        let read = f.store.get_link(&link.code).await.expect("get");
+        assert_eq!(read, Some(link));
+    }
+}
+
 pub async fn a_taken_code_conflicts_and_keeps_the_original(f: Fixture) {
     let first = sample_link("cf");
-    f.store.insert_link(&first).await.expect("insert");
+    f.store
+        .insert_link(&first, Uniqueness::Checked)
+        .await
+        .expect("insert");
     let mut second = first.clone();
     second.url = TargetUrl::parse("https://other.example/", &policy()).expect("valid");
     let err = f
         .store
-        .insert_link(&second)
+        .insert_link(&second, Uniqueness::Checked)
         .await
         .expect_err("second insert");
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
@@ -163,7 +184,10 @@ pub async fn id_leases_never_overlap(f: Fixture) {
 
 pub async fn updates_apply_to_live_links_only(f: Fixture) {
     let link = sample_link("up");
-    f.store.insert_link(&link).await.expect("insert");
+    f.store
+        .insert_link(&link, Uniqueness::Checked)
+        .await
+        .expect("insert");
     let until = link.created_at + Duration::hours(1);
     let changes = LinkChanges {
         url: Some(TargetUrl::parse("https://changed.example/x", &policy()).expect("valid")),
@@ -218,7 +242,10 @@ pub async fn updates_apply_to_live_links_only(f: Fixture) {
 
 pub async fn deletes_mark_links_once(f: Fixture) {
     let link = sample_link("del");
-    f.store.insert_link(&link).await.expect("insert");
+    f.store
+        .insert_link(&link, Uniqueness::Checked)
+        .await
+        .expect("insert");
     let at = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("valid");
     assert!(f.store.delete_link(&link.code, at).await.expect("delete"));
     assert!(
@@ -235,7 +262,11 @@ pub async fn deletes_mark_links_once(f: Fixture) {
         .expect("kept");
     assert_eq!(read.deleted_at, Some(at));
     // A deleted code stays taken.
-    let err = f.store.insert_link(&link).await.expect_err("reuse");
+    let err = f
+        .store
+        .insert_link(&link, Uniqueness::Checked)
+        .await
+        .expect_err("reuse");
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
     let unknown = Code::parse("nosuchcode").expect("valid");
     assert!(
@@ -249,13 +280,19 @@ pub async fn deletes_mark_links_once(f: Fixture) {
 pub async fn expired_links_still_read_back(f: Fixture) {
     let mut link = sample_link("exp");
     link.expires_at = Some(link.created_at - Duration::seconds(1));
-    f.store.insert_link(&link).await.expect("insert");
+    f.store
+        .insert_link(&link, Uniqueness::Checked)
+        .await
+        .expect("insert");
     assert_eq!(f.store.get_link(&link.code).await.expect("get"), Some(link));
 }
 
 pub async fn click_batches_accumulate_into_stats(f: Fixture) {
     let link = sample_link("st");
-    f.store.insert_link(&link).await.expect("insert");
+    f.store
+        .insert_link(&link, Uniqueness::Checked)
+        .await
+        .expect("insert");
     let day = Utc
         .with_ymd_and_hms(2026, 4, 10, 0, 0, 0)
         .single()
@@ -356,7 +393,10 @@ pub async fn click_batches_accumulate_into_stats(f: Fixture) {
 
 pub async fn stats_of_a_link_never_clicked_are_zero(f: Fixture) {
     let link = sample_link("zero");
-    f.store.insert_link(&link).await.expect("insert");
+    f.store
+        .insert_link(&link, Uniqueness::Checked)
+        .await
+        .expect("insert");
     let query = StatsQuery {
         from: Utc::now() - Duration::days(2),
         to: Utc::now(),

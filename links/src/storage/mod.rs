@@ -26,6 +26,20 @@ pub mod sqlite;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a store must do about a code that may already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uniqueness {
+    /// A code a user chose (an alias): the insert must fail with
+    /// [`StoreError::Conflict`] if the code is taken. A distributed store
+    /// pays for this with a conditional write (`INSERT … IF NOT EXISTS`).
+    Checked,
+    /// A generated code, new by construction (see [`crate::codegen`]): a
+    /// store may write it without a check. A store that checks anyway, as
+    /// SQLite does for free, reports a conflict the same way, and the caller
+    /// moves on to the next code.
+    Generated,
+}
+
 /// What can go wrong in a store, in the terms callers act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,9 +64,10 @@ pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
     /// Reserves `count` consecutive ids no other caller will ever get.
     async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;
 
-    /// Writes a new link; [`StoreError::Conflict`] if its code exists, in any
-    /// state, so a code is never handed out twice.
-    async fn insert_link(&self, link: &Link) -> Result<(), StoreError>;
+    /// Writes a new link. With [`Uniqueness::Checked`] it fails with
+    /// [`StoreError::Conflict`] if the code exists, in any state, even when
+    /// racing another insert of the same code.
+    async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError>;
 
     /// The link with this code, whatever its state, until the store forgets
     /// it after its retention.

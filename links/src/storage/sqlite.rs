@@ -33,7 +33,7 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::Semaphore;
 use tokio_rusqlite::Connection;
 
-use super::{BoxError, LinkStore, StoreError};
+use super::{BoxError, LinkStore, StoreError, Uniqueness};
 use crate::{
     background::Priority,
     clicks::{ClickBatch, Counts, Dimension, Granularity},
@@ -378,7 +378,8 @@ impl LinkStore for SqliteStore {
         Ok(start as u64..(start + count) as u64)
     }
 
-    async fn insert_link(&self, link: &Link) -> Result<(), StoreError> {
+    /// The primary key checks every insert, generated or not.
+    async fn insert_link(&self, link: &Link, _: Uniqueness) -> Result<(), StoreError> {
         let link = link.clone();
         let purge_at = link.purge_at(self.retention).map(millis);
         self.write(move |conn| {

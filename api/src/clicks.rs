@@ -61,8 +61,7 @@ impl Click {
             code,
             at,
             referer: referer.map(|r| copy(r, MAX_REFERER)),
-            // One byte over the limit, so the event can tell it was cut.
-            user_agent: user_agent.map(|ua| copy(ua, MAX_USER_AGENT + 1)),
+            user_agent: user_agent.map(|ua| copy(ua, MAX_USER_AGENT)),
             country: country.and_then(|c| <[u8; 2]>::try_from(c).ok()),
         }
     }
@@ -188,6 +187,12 @@ impl InProcessSink {
 #[async_trait]
 impl ClickSink for InProcessSink {
     async fn accept(&mut self, event: ClickEvent) {
+        if self.unwritten.rows() >= self.settings.max_pending_rows {
+            // The store has failed long enough to fill the buffer: memory
+            // stays bounded, and the loss is counted.
+            self.metrics.clicks_dropped.inc();
+            return;
+        }
         self.aggregator.record(&event);
         if self.aggregator.pending_rows() + self.unwritten.rows() >= self.settings.max_pending_rows
         {
@@ -361,6 +366,86 @@ mod tests {
         async fn close(&mut self) {
             *self.closed.lock().expect("lock") = true;
         }
+    }
+
+    /// A store that is down.
+    #[derive(Debug)]
+    struct Down;
+
+    fn down() -> links::StoreError {
+        links::StoreError::Unavailable("down".into())
+    }
+
+    #[async_trait]
+    impl LinkStore for Down {
+        async fn lease_ids(&self, _: u64) -> Result<std::ops::Range<u64>, links::StoreError> {
+            Err(down())
+        }
+        async fn insert_link(
+            &self,
+            _: &links::Link,
+            _: links::storage::Uniqueness,
+        ) -> Result<(), links::StoreError> {
+            Err(down())
+        }
+        async fn get_link(&self, _: &Code) -> Result<Option<links::Link>, links::StoreError> {
+            Err(down())
+        }
+        async fn update_link(
+            &self,
+            _: &Code,
+            _: &links::LinkChanges,
+        ) -> Result<Option<links::Link>, links::StoreError> {
+            Err(down())
+        }
+        async fn delete_link(&self, _: &Code, _: DateTime<Utc>) -> Result<bool, links::StoreError> {
+            Err(down())
+        }
+        async fn record_clicks(&self, _: &ClickBatch) -> Result<(), links::StoreError> {
+            Err(down())
+        }
+        async fn click_stats(
+            &self,
+            _: &Code,
+            _: &links::stats::StatsQuery,
+        ) -> Result<links::stats::ClickStats, links::StoreError> {
+            Err(down())
+        }
+        async fn get_or_init_setting(&self, _: &str, _: &str) -> Result<String, links::StoreError> {
+            Err(down())
+        }
+        async fn ping(&self) -> Result<(), links::StoreError> {
+            Err(down())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_bounds_the_buffer_and_counts_the_loss() {
+        let metrics = Arc::new(Metrics::new());
+        let settings = InProcessSettings {
+            flush_interval: Duration::from_secs(1),
+            max_pending_rows: 100,
+            priority: Priority::Normal,
+        };
+        let mut sink = InProcessSink::new(
+            Arc::new(Down),
+            UserAgentClassifier::shared(),
+            settings,
+            metrics.clone(),
+        );
+        for i in 0..1_000 {
+            sink.accept(click(&format!("code{i}")).into_event()).await;
+        }
+        assert!(sink.unwritten.rows() + sink.aggregator.pending_rows() <= 100 + 8);
+        assert!(
+            metrics.clicks_dropped.get() > 800,
+            "{}",
+            metrics.clicks_dropped.get()
+        );
+        assert!(metrics.click_flush_failures.get() >= 1);
+        assert_eq!(metrics.clicks_recorded.get(), 0);
+        let kept = sink.unwritten.events() + sink.aggregator.take().events();
+        assert_eq!(kept + metrics.clicks_dropped.get(), 1_000);
     }
 
     #[tokio::test]

@@ -378,7 +378,10 @@ mod tests {
 
     #[async_trait]
     impl LinkStore for Down {
-        async fn lease_ids(&self, _: u64) -> Result<std::ops::Range<u64>, links::StoreError> {
+        async fn lease_ids(&self, _: u64) -> Result<links::storage::IdBlock, links::StoreError> {
+            Err(down())
+        }
+        async fn reserve_id(&self, _: u64) -> Result<bool, links::StoreError> {
             Err(down())
         }
         async fn insert_link(

@@ -12,7 +12,7 @@
 //! the default 7), then the next length, and so on: the space grows instead
 //! of running out. Codes of different lengths never collide.
 
-use std::{fmt, ops::Range, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use aes::Aes256;
 use compact_str::CompactString;
@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     code::Code,
-    storage::{LinkStore, StoreError},
+    storage::{IdBlock, LinkStore, StoreError},
 };
 
 const RADIX: u64 = 62;
@@ -254,7 +254,7 @@ pub struct CodeAllocator {
     generator: CodeGenerator,
     store: Arc<dyn LinkStore>,
     block_size: u64,
-    ids: Mutex<Range<u64>>,
+    block: Mutex<IdBlock>,
 }
 
 impl CodeAllocator {
@@ -263,25 +263,44 @@ impl CodeAllocator {
             generator,
             store,
             block_size: block_size.max(1),
-            ids: Mutex::new(0..0),
+            block: Mutex::new(IdBlock {
+                ids: 0..0,
+                reserved: Vec::new(),
+            }),
         }
     }
 
     /// The next unused code.
     pub async fn next_code(&self) -> Result<Code, StoreError> {
         let id = {
-            let mut ids = self.ids.lock().await;
-            match ids.next() {
-                Some(id) => id,
-                None => {
-                    *ids = self.store.lease_ids(self.block_size).await?;
-                    ids.next().ok_or_else(|| {
-                        StoreError::Corrupt("the store leased an empty id block".into())
-                    })?
+            let mut block = self.block.lock().await;
+            loop {
+                match block.ids.next() {
+                    Some(id) if block.reserved.binary_search(&id).is_ok() => continue,
+                    Some(id) => break id,
+                    None => {
+                        let mut leased = self.store.lease_ids(self.block_size).await?;
+                        if leased.ids.is_empty() {
+                            return Err(StoreError::Corrupt(
+                                "the store leased an empty id block".into(),
+                            ));
+                        }
+                        leased.reserved.sort_unstable();
+                        *block = leased;
+                    }
                 }
             }
         };
         Ok(self.generator.code(id))
+    }
+
+    /// Makes sure no lease will produce `alias` as a generated code; `false`
+    /// if one may have already, and the alias must be refused as taken.
+    pub async fn reserve_alias(&self, alias: &Code) -> Result<bool, StoreError> {
+        match self.generator.id(alias.as_str()) {
+            Some(id) => self.store.reserve_id(id).await,
+            None => Ok(true),
+        }
     }
 
     pub fn generator(&self) -> &CodeGenerator {

@@ -68,7 +68,8 @@ pub struct ClickStats {
 
 impl ClickStats {
     /// Assembles the answer from stored rows: bucket starts with their
-    /// counts, and per-dimension sums over the range of days.
+    /// counts, and per-dimension counts over the range of days (summed here
+    /// when a value comes once per day).
     pub fn assemble(
         query: &StatsQuery,
         totals: Counts,
@@ -88,7 +89,11 @@ impl ClickStats {
 
         let mut tops: HashMap<Dimension, Vec<TopEntry>> =
             Dimension::ALL.iter().map(|d| (*d, Vec::new())).collect();
+        let mut sums: HashMap<(Dimension, String), u64> = HashMap::new();
         for (dimension, value, clicks) in top_sums {
+            *sums.entry((dimension, value)).or_default() += clicks;
+        }
+        for ((dimension, value), clicks) in sums {
             if clicks > 0 {
                 tops.entry(dimension)
                     .or_default()

@@ -16,8 +16,9 @@ use utoipa::ToSchema;
 use super::code_param;
 use crate::{error::ApiError, state::AppState};
 
-/// Attempts at a generated code. A generated code is only ever taken if a
-/// user chose it as an alias first, so a second attempt is already rare.
+/// Attempts at a generated code. Aliases set their ids aside before they
+/// are written, so a generated code is taken only in a store that predates
+/// that, and a second attempt is already rare.
 const GENERATED_CODE_ATTEMPTS: usize = 8;
 
 /// A link to create.
@@ -166,6 +167,11 @@ pub async fn create(
     let link = match alias {
         Some(alias) => {
             let link = new_link(alias.into_code());
+            // An alias that equals a code the generator may still issue is
+            // set aside from the leases first, or refused if it is too late.
+            if !state.codes.reserve_alias(&link.code).await? {
+                return Err(ApiError::AliasTaken(link.code.to_string()));
+            }
             match state.store.insert_link(&link, Uniqueness::Checked).await {
                 Err(StoreError::Conflict) => {
                     return Err(ApiError::AliasTaken(link.code.to_string()));

@@ -1,7 +1,6 @@
 //! Starting the real application on port 0, each test with its own store.
 
 use std::{
-    ops::Range,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -15,7 +14,7 @@ use links::{
     Code, Link, LinkChanges, LinkStore, StoreError,
     clicks::ClickBatch,
     stats::{ClickStats, StatsQuery},
-    storage::Uniqueness,
+    storage::{IdBlock, Uniqueness},
 };
 use reqwest::{Client, Response, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
@@ -33,8 +32,11 @@ pub struct CountingStore {
 
 #[async_trait]
 impl LinkStore for CountingStore {
-    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+    async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError> {
         self.inner.lease_ids(count).await
+    }
+    async fn reserve_id(&self, id: u64) -> Result<bool, StoreError> {
+        self.inner.reserve_id(id).await
     }
     async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError> {
         self.inner.insert_link(link, uniqueness).await

@@ -54,6 +54,92 @@ pub async fn sqlite_fixture() -> Fixture {
     }
 }
 
+/// Where the Scylla-compatible test cluster listens: `SHORTENER_TEST_SCYLLA_NODES`
+/// (comma-separated), by default the dev stack's Cassandra.
+pub fn scylla_test_nodes() -> Vec<String> {
+    std::env::var("SHORTENER_TEST_SCYLLA_NODES")
+        .unwrap_or_else(|_| "127.0.0.1:9042".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Options for a fresh test keyspace on the test cluster (one datacenter,
+/// one replica, the dev stack's `datacenter1`).
+pub fn scylla_test_options() -> super::scylla::ScyllaOptions {
+    super::scylla::ScyllaOptions {
+        nodes: scylla_test_nodes(),
+        local_dc: std::env::var("SHORTENER_TEST_SCYLLA_DC")
+            .unwrap_or_else(|_| "datacenter1".into()),
+        keyspace: format!("test_{:016x}", rand::random::<u64>()),
+        replication: vec![(
+            std::env::var("SHORTENER_TEST_SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into()),
+            1,
+        )],
+        consistency: scylla::frame::types::Consistency::LocalQuorum,
+        request_timeout: std::time::Duration::from_secs(10),
+        connect_timeout: std::time::Duration::from_secs(5),
+        speculative_after: None,
+        username: None,
+        password: None,
+        max_in_flight: 256,
+        retention: Duration::days(30),
+    }
+}
+
+/// A fresh keyspace on the test cluster, migrated. Panics, naming the
+/// cluster, if there is none: start it with `infra/dev-stack up`.
+pub async fn scylla_fixture() -> Fixture {
+    let options = scylla_test_options();
+    super::scylla::migrate(&options).await.unwrap_or_else(|e| {
+        panic!(
+            "no Scylla-compatible cluster at {:?} ({e}); start one with `infra/dev-stack up`",
+            options.nodes
+        )
+    });
+    let keyspace = options.keyspace.clone();
+    let store = super::scylla::ScyllaStore::connect(options)
+        .await
+        .expect("connect to the migrated keyspace");
+    Fixture {
+        store,
+        guard: Box::new(DropKeyspace(keyspace)),
+    }
+}
+
+/// Drops a test keyspace when the test ends, so test runs do not pile up
+/// tables in the dev cluster.
+#[derive(Debug)]
+pub struct DropKeyspace(pub String);
+
+impl Drop for DropKeyspace {
+    fn drop(&mut self) {
+        let keyspace = std::mem::take(&mut self.0);
+        // Drop runs inside the test's runtime, which cannot block on itself.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_nodes(scylla_test_nodes())
+                    .build()
+                    .await
+                    .ok()?;
+                session
+                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop a test keyspace; it stays in the dev cluster");
+        }
+    }
+}
+
 /// Generates one `#[tokio::test]` per contract case for an adapter.
 #[macro_export]
 macro_rules! link_store_contract {
@@ -62,8 +148,10 @@ macro_rules! link_store_contract {
             inserted_links_read_back_equal,
             generated_codes_insert_unchecked,
             a_taken_code_conflicts_and_keeps_the_original,
+            racing_inserts_of_one_alias_admit_exactly_one,
             unknown_codes_read_as_none,
             id_leases_never_overlap,
+            reserved_ids_are_skipped_by_leases,
             updates_apply_to_live_links_only,
             deletes_mark_links_once,
             expired_links_still_read_back,
@@ -153,6 +241,31 @@ pub async fn a_taken_code_conflicts_and_keeps_the_original(f: Fixture) {
     );
 }
 
+pub async fn racing_inserts_of_one_alias_admit_exactly_one(f: Fixture) {
+    let base = sample_link("race");
+    let mut handles = Vec::new();
+    for _ in 0..32 {
+        let store = f.store.clone();
+        let mut link = base.clone();
+        link.token = ManageToken::generate().digest();
+        handles.push(tokio::spawn(async move {
+            let result = store.insert_link(&link, Uniqueness::Checked).await;
+            (link, result)
+        }));
+    }
+    let mut winners = Vec::new();
+    for handle in handles {
+        match handle.await.expect("task") {
+            (link, Ok(())) => winners.push(link),
+            (_, Err(StoreError::Conflict)) => {}
+            (_, Err(e)) => panic!("an insert failed otherwise: {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one insert wins");
+    let stored = f.store.get_link(&base.code).await.expect("get");
+    assert_eq!(stored.as_ref(), winners.first(), "the winner is what is stored");
+}
+
 pub async fn unknown_codes_read_as_none(f: Fixture) {
     let code = Code::parse("nosuchcode").expect("valid");
     assert_eq!(f.store.get_link(&code).await.expect("get"), None);
@@ -173,13 +286,41 @@ pub async fn id_leases_never_overlap(f: Fixture) {
     let mut seen = HashSet::new();
     for handle in handles {
         for range in handle.await.expect("task") {
-            assert_eq!(range.end - range.start, 100);
-            for id in range {
+            assert_eq!(range.ids.end - range.ids.start, 100);
+            assert!(range.reserved.is_empty());
+            for id in range.ids {
                 assert!(seen.insert(id), "id {id} leased twice");
             }
         }
     }
     assert_eq!(seen.len(), 16 * 5 * 100);
+}
+
+pub async fn reserved_ids_are_skipped_by_leases(f: Fixture) {
+    let first = f.store.lease_ids(10).await.expect("lease");
+    let ahead = first.ids.end + 150;
+    assert!(f.store.reserve_id(ahead).await.expect("reserve ahead"));
+    assert!(
+        !f.store
+            .reserve_id(first.ids.start)
+            .await
+            .expect("reserve leased"),
+        "an id already leased cannot be set aside"
+    );
+    let mut covering = Vec::new();
+    while covering
+        .iter()
+        .all(|b: &super::IdBlock| !b.ids.contains(&ahead))
+    {
+        covering.push(f.store.lease_ids(100).await.expect("lease"));
+    }
+    let block = covering.last().expect("a block");
+    assert_eq!(block.reserved, [ahead]);
+    assert!(
+        covering[..covering.len() - 1]
+            .iter()
+            .all(|b| b.reserved.is_empty())
+    );
 }
 
 pub async fn updates_apply_to_live_links_only(f: Fixture) {

@@ -5,7 +5,8 @@
 //! setting's name), nothing joins, and expiry is a time after which the
 //! store may forget a row (a TTL) rather than a scan.
 //!
-//! - [`sqlite`]: the embedded default, one file in a data directory.
+//! - [`sqlite`]: the embedded default, files in a data directory.
+//! - [`scylla`]: the production tier, ScyllaDB (or Cassandra) over CQL.
 //! - `contract` (feature `contract-tests`): the tests every adapter passes.
 
 use std::{fmt, ops::Range};
@@ -22,9 +23,19 @@ use crate::{
 
 #[cfg(feature = "contract-tests")]
 pub mod contract;
+pub mod scylla;
 pub mod sqlite;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A block of ids leased to one caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdBlock {
+    /// The ids, all the caller's.
+    pub ids: Range<u64>,
+    /// Ids within `ids` set aside for aliases, which the caller must skip.
+    pub reserved: Vec<u64>,
+}
 
 /// What a store must do about a code that may already exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +72,20 @@ pub enum StoreError {
 /// Where links, id blocks, settings and click counts live.
 #[async_trait]
 pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
-    /// Reserves `count` consecutive ids no other caller will ever get.
-    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError>;
+    /// Reserves `count` consecutive ids no other caller will ever get, with
+    /// the ids among them that [`LinkStore::reserve_id`] set aside: their
+    /// codes are aliases already, so the caller skips them.
+    async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError>;
+
+    /// Sets `id` aside so that no lease hands it out, because an alias is
+    /// about to take the code the generator makes of it. `false` if the id
+    /// is leased already (its code may be issued any moment): the alias
+    /// must then be refused as taken.
+    ///
+    /// This is what lets generated codes be written without a conditional
+    /// write (see [`Uniqueness::Generated`]) in a store that does not check
+    /// them: an alias can never take a code a lease may still produce.
+    async fn reserve_id(&self, id: u64) -> Result<bool, StoreError>;
 
     /// Writes a new link. With [`Uniqueness::Checked`] it fails with
     /// [`StoreError::Conflict`] if the code exists, in any state, even when
@@ -85,7 +108,10 @@ pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
     /// deleted.
     async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
-    /// Adds a batch of click counts. All of it is applied, or none.
+    /// Adds a batch of click counts. The embedded store applies all of it
+    /// or none; a distributed store applies it row by row, and a failure
+    /// may leave part of it applied (the counts are then short, never
+    /// doubled).
     async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError>;
 
     /// Click statistics of a link (zeros for a link never clicked).

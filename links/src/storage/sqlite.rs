@@ -17,7 +17,6 @@
 //! records its version in `user_version`.
 
 use std::{
-    ops::Range,
     path::{Path, PathBuf},
     sync::{
         Arc, Weak,
@@ -33,7 +32,7 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::Semaphore;
 use tokio_rusqlite::Connection;
 
-use super::{BoxError, LinkStore, StoreError, Uniqueness};
+use super::{BoxError, IdBlock, LinkStore, StoreError, Uniqueness};
 use crate::{
     background::Priority,
     clicks::{ClickBatch, Counts, Dimension, Granularity},
@@ -46,9 +45,12 @@ use crate::{
 /// The schema of `links.db`, one migration per file; never edit one that
 /// has shipped.
 fn link_migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!(
-        "../../migrations/sqlite/links/0001_links.sql"
-    ))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/sqlite/links/0001_links.sql")),
+        M::up(include_str!(
+            "../../migrations/sqlite/links/0002_reserved_ids.sql"
+        )),
+    ])
 }
 
 /// The schema of `clicks.db`.
@@ -365,17 +367,50 @@ fn granularity_name(g: Granularity) -> &'static str {
 
 #[async_trait]
 impl LinkStore for SqliteStore {
-    async fn lease_ids(&self, count: u64) -> Result<Range<u64>, StoreError> {
+    async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError> {
         let count = i64::try_from(count).map_err(|e| StoreError::Other(e.into()))?;
-        let start: i64 = self
+        let (start, reserved) = self
             .write(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE id_blocks SET next = next + ?1 WHERE name = 'links' RETURNING next - ?1",
-                )?
-                .query_row([count], |row| row.get(0))
+                let tx = conn.transaction()?;
+                let start: i64 = tx
+                    .prepare_cached(
+                        "UPDATE id_blocks SET next = next + ?1 WHERE name = 'links' \
+                         RETURNING next - ?1",
+                    )?
+                    .query_row([count], |row| row.get(0))?;
+                let reserved = tx
+                    .prepare_cached(
+                        "SELECT id FROM reserved_ids WHERE id >= ?1 AND id < ?2 ORDER BY id",
+                    )?
+                    .query_map([start, start + count], |row| row.get::<_, i64>(0))?
+                    .map(|id| id.map(|id| id as u64))
+                    .collect::<Result<Vec<_>, _>>()?;
+                tx.commit()?;
+                Ok((start, reserved))
             })
             .await?;
-        Ok(start as u64..(start + count) as u64)
+        Ok(IdBlock {
+            ids: start as u64..(start + count) as u64,
+            reserved,
+        })
+    }
+
+    async fn reserve_id(&self, id: u64) -> Result<bool, StoreError> {
+        let id = i64::try_from(id).map_err(|e| StoreError::Other(e.into()))?;
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let next: i64 = tx
+                .prepare_cached("SELECT next FROM id_blocks WHERE name = 'links'")?
+                .query_row([], |row| row.get(0))?;
+            if id < next {
+                return Ok(false);
+            }
+            tx.prepare_cached("INSERT OR IGNORE INTO reserved_ids (id) VALUES (?1)")?
+                .execute([id])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
     }
 
     /// The primary key checks every insert, generated or not.

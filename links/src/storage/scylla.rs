@@ -1,0 +1,687 @@
+//! The production store: ScyllaDB over CQL (Cassandra 5 speaks the same
+//! subset, and stands in for it where ScyllaDB cannot run).
+//!
+//! Every statement is prepared once, at [`ScyllaStore::connect`], and binds
+//! its partition key, so the driver sends it straight to a replica (token
+//! aware) in the preferred datacenter. Reads and plain writes are marked
+//! idempotent, so the driver may retry them and run speculative executions;
+//! lightweight transactions and counter increments are not, and their
+//! uncertain outcomes are resolved here:
+//!
+//! - **Generated codes** are plain `INSERT`s: unique by construction (see
+//!   [`Uniqueness::Generated`] and [`LinkStore::reserve_id`]).
+//! - **Aliases** are `INSERT … IF NOT EXISTS`. When the outcome is unknown
+//!   (a timeout after the request left), a serial read tells: the row holds
+//!   this link's token digest (ours) or another's (a conflict).
+//! - **Id blocks** are leased by compare-and-set on a counter row. An
+//!   unknown outcome is treated as lost: the block is skipped, never shared.
+//! - **PATCH and DELETE** rewrite the whole row (so every cell carries the
+//!   new TTL) under `IF revision = ?`, retrying on a concurrent change.
+//!
+//! Links expire by TTL at the end of their retention. A row whose cells
+//! expired before its row marker reads as absent (`url` is null).
+//!
+//! The schema is the numbered CQL files in `migrations/scylla`, applied by
+//! [`migrate`] into a keyspace replicated per datacenter
+//! (`NetworkTopologyStrategy`).
+
+mod clicks;
+mod schema;
+mod statements;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use scylla::{
+    client::{
+        execution_profile::ExecutionProfile, session::Session, session_builder::SessionBuilder,
+    },
+    errors::{ExecutionError, RequestAttemptError},
+    frame::types::{Consistency, SerialConsistency},
+    policies::{
+        load_balancing::DefaultPolicy, speculative_execution::SimpleSpeculativeExecutionPolicy,
+    },
+    response::query_result::QueryResult,
+    statement::prepared::PreparedStatement,
+    value::{CqlValue, Row},
+};
+use tokio::sync::Semaphore;
+
+pub use self::schema::{LATEST_VERSION, migrate};
+use self::statements::Statements;
+use super::{IdBlock, LinkStore, StoreError, Uniqueness};
+use crate::{
+    clicks::ClickBatch,
+    code::Code,
+    link::{Link, LinkChanges, RedirectStatus, TokenDigest},
+    stats::{ClickStats, StatsQuery},
+    target::TargetUrl,
+};
+
+/// The one row of `id_blocks` that generated codes lease from.
+const ID_BLOCK: &str = "links";
+/// Reserved ids share a partition per 2²⁴ ids: a lease reads one, rarely two.
+const RESERVED_BUCKET_BITS: u32 = 24;
+/// Compare-and-set attempts (id leases, PATCH, DELETE) before giving up as
+/// unavailable: each failed attempt means another writer made progress.
+const CAS_ATTEMPTS: u32 = 32;
+/// The longest TTL ScyllaDB and Cassandra accept (20 years); a link kept
+/// longer is stored without one.
+const MAX_TTL_SECS: i64 = 630_720_000;
+/// Days of top lists read at once for one stats request.
+const TOP_DAYS_IN_FLIGHT: usize = 8;
+/// Rows per page of the range reads (buckets, a day's tops).
+const PAGE_ROWS: i32 = 1000;
+
+/// How the production store connects.
+#[derive(Debug, Clone)]
+pub struct ScyllaOptions {
+    /// Contact points, `host:port`; the driver discovers the rest.
+    pub nodes: Vec<String>,
+    /// The datacenter this instance runs in: requests go to its replicas.
+    /// Empty: no preference (one datacenter).
+    pub local_dc: String,
+    /// Keyspace holding the tables.
+    pub keyspace: String,
+    /// Replicas per datacenter, for `NetworkTopologyStrategy`, used when
+    /// [`migrate`] creates the keyspace.
+    pub replication: Vec<(String, u32)>,
+    /// Consistency of reads and writes (LOCAL_QUORUM by default).
+    pub consistency: Consistency,
+    /// Longest wait for one request, retries included.
+    pub request_timeout: Duration,
+    /// Longest wait for a connection to a node.
+    pub connect_timeout: Duration,
+    /// After this long without an answer, an idempotent request is also sent
+    /// to the next replica. `None`: never.
+    pub speculative_after: Option<Duration>,
+    /// Credentials, if the cluster requires them.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Requests in flight or waiting, at most; beyond, calls fail as
+    /// unavailable rather than queue without bound.
+    pub max_in_flight: usize,
+    /// How long expired or deleted links keep answering 410.
+    pub retention: chrono::Duration,
+}
+
+/// The production [`LinkStore`].
+pub struct ScyllaStore {
+    session: Session,
+    statements: Statements,
+    in_flight: Semaphore,
+    request_timeout: Duration,
+    retention: chrono::Duration,
+    keyspace: String,
+}
+
+impl std::fmt::Debug for ScyllaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaStore")
+            .field("keyspace", &self.keyspace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session to the cluster, with the profile every request runs under.
+async fn open_session(
+    options: &ScyllaOptions,
+    keyspace: Option<&str>,
+) -> Result<Session, StoreError> {
+    let mut policy = DefaultPolicy::builder()
+        .token_aware(true)
+        .permit_dc_failover(false);
+    if !options.local_dc.is_empty() {
+        policy = policy.prefer_datacenter(options.local_dc.clone());
+    }
+    let mut profile = ExecutionProfile::builder()
+        .consistency(options.consistency)
+        .serial_consistency(Some(SerialConsistency::LocalSerial))
+        .request_timeout(Some(options.request_timeout))
+        .load_balancing_policy(policy.build());
+    if let Some(after) = options.speculative_after {
+        profile = profile.speculative_execution_policy(Some(Arc::new(
+            SimpleSpeculativeExecutionPolicy {
+                max_retry_count: 1,
+                retry_interval: after,
+            },
+        )));
+    }
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&options.nodes)
+        .connection_timeout(options.connect_timeout)
+        .default_execution_profile_handle(profile.build().into_handle());
+    if let (Some(user), Some(password)) = (&options.username, &options.password) {
+        builder = builder.user(user, password);
+    }
+    if let Some(keyspace) = keyspace {
+        builder = builder.use_keyspace(keyspace, false);
+    }
+    builder.build().await.map_err(|e| {
+        StoreError::Unavailable(
+            format!("cannot connect to {}: {e}", options.nodes.join(",")).into(),
+        )
+    })
+}
+
+impl ScyllaStore {
+    /// Connects to the keyspace, checks its schema is current and prepares
+    /// every statement.
+    pub async fn connect(options: ScyllaOptions) -> Result<Arc<Self>, StoreError> {
+        schema::check_keyspace_name(&options.keyspace)?;
+        let session = open_session(&options, None).await?;
+        schema::require_current(&session, &options.keyspace).await?;
+        session
+            .use_keyspace(&options.keyspace, false)
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let statements = Statements::prepare(&session).await?;
+        Ok(Arc::new(Self {
+            session,
+            statements,
+            in_flight: Semaphore::new(options.max_in_flight.max(1)),
+            request_timeout: options.request_timeout,
+            retention: options.retention,
+            keyspace: options.keyspace,
+        }))
+    }
+
+    /// The keyspace this store works in.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    async fn execute(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<QueryResult, Failure> {
+        let _permit = self.permit().await.map_err(Failure::NotSent)?;
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(|e| Failure::Cql(Box::new(e)))
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        tokio::time::timeout(self.request_timeout, self.in_flight.acquire())
+            .await
+            .map_err(|_| StoreError::Unavailable("too many storage calls in flight".into()))?
+            .map_err(|e| StoreError::Other(e.into()))
+    }
+
+    async fn read_link(&self, code: &Code, serial: bool) -> Result<Option<Stored>, StoreError> {
+        let statement = if serial {
+            &self.statements.select_link_serial
+        } else {
+            &self.statements.select_link
+        };
+        let result = self
+            .execute(statement, (code.as_str(),))
+            .await
+            .map_err(from_execution)?;
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        let Some(row) = rows.maybe_first_row::<LinkRow>().map_err(corrupt)? else {
+            return Ok(None);
+        };
+        row.into_stored()
+    }
+
+    /// Rewrites a link whole, with the TTL its state implies, if nobody
+    /// changed it since `expected` was read. `Ok(None)`: somebody did.
+    async fn rewrite_if_unchanged(
+        &self,
+        link: &Link,
+        expected: i32,
+    ) -> Result<Option<()>, StoreError> {
+        let revision = expected.wrapping_add(1);
+        let values = (
+            ttl_secs(link.purge_at(self.retention)),
+            link.url.as_str(),
+            link.created_at,
+            link.expires_at,
+            link.redirect.as_u16() as i16,
+            link.forward_query,
+            link.deleted_at,
+            link.token.as_bytes().as_slice(),
+            revision,
+            link.code.as_str(),
+            expected,
+        );
+        match self
+            .execute(&self.statements.rewrite_link_if_revision, values)
+            .await
+        {
+            Ok(result) => Ok(lwt_applied(result)?.then_some(())),
+            Err(e) if maybe_applied(&e) => {
+                // Ours applied if the row holds our revision with our values:
+                // only one writer can move it from `expected` to `revision`.
+                match self.read_link(&link.code, true).await? {
+                    Some(now) if now.revision == revision && now.link == *link => Ok(Some(())),
+                    Some(now) if now.revision == expected => Ok(None),
+                    _ => Err(StoreError::Unavailable(
+                        format!("outcome of a change to {} is unknown: {e}", link.code).into(),
+                    )),
+                }
+            }
+            Err(e) => Err(from_execution(e)),
+        }
+    }
+
+    async fn serial_next(&self) -> Result<i64, StoreError> {
+        let result = self
+            .execute(&self.statements.select_next_serial, (ID_BLOCK,))
+            .await
+            .map_err(from_execution)?;
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        let (next,) = rows
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(corrupt)?
+            .ok_or_else(|| StoreError::Corrupt("the id block row is missing".into()))?;
+        next.ok_or_else(|| StoreError::Corrupt("the id block row has no value".into()))
+    }
+
+    async fn reserved_between(&self, start: i64, end: i64) -> Result<Vec<u64>, StoreError> {
+        let mut reserved = Vec::new();
+        for bucket in (start >> RESERVED_BUCKET_BITS)..=((end - 1) >> RESERVED_BUCKET_BITS) {
+            let result = self
+                .execute(&self.statements.select_reserved, (bucket, start, end))
+                .await
+                .map_err(from_execution)?;
+            let rows = result.into_rows_result().map_err(corrupt)?;
+            for row in rows.rows::<(i64,)>().map_err(corrupt)? {
+                reserved.push(row.map_err(corrupt)?.0 as u64);
+            }
+        }
+        Ok(reserved)
+    }
+}
+
+/// A link as read, with its compare-and-set revision.
+#[derive(Debug)]
+struct Stored {
+    link: Link,
+    revision: i32,
+}
+
+#[derive(scylla::DeserializeRow)]
+struct LinkRow {
+    code: String,
+    url: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    redirect: Option<i16>,
+    forward_query: Option<bool>,
+    deleted_at: Option<DateTime<Utc>>,
+    token_digest: Option<Vec<u8>>,
+    revision: Option<i32>,
+}
+
+impl LinkRow {
+    fn into_stored(self) -> Result<Option<Stored>, StoreError> {
+        // Cells that outlived by TTL… or a row marker that did: not a link.
+        let Some(url) = self.url else {
+            return Ok(None);
+        };
+        let missing =
+            |column: &str| StoreError::Corrupt(format!("link {} has no {column}", self.code));
+        let redirect = self.redirect.ok_or_else(|| missing("redirect"))?;
+        let digest = self.token_digest.ok_or_else(|| missing("token_digest"))?;
+        let link = Link {
+            code: Code::parse(&self.code)
+                .map_err(|e| StoreError::Corrupt(format!("code {:?}: {e}", self.code)))?,
+            url: TargetUrl::from_stored(url),
+            created_at: self.created_at.ok_or_else(|| missing("created_at"))?,
+            expires_at: self.expires_at,
+            redirect: u16::try_from(redirect)
+                .ok()
+                .and_then(|r| RedirectStatus::try_from(r).ok())
+                .ok_or_else(|| missing("valid redirect"))?,
+            forward_query: self.forward_query.unwrap_or(false),
+            deleted_at: self.deleted_at,
+            token: TokenDigest::from_bytes(
+                digest
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("token digest is not 32 bytes".into()))?,
+            ),
+        };
+        Ok(Some(Stored {
+            link,
+            revision: self.revision.unwrap_or(0),
+        }))
+    }
+}
+
+/// The TTL of a row that may be forgotten at `purge_at`: 0 (none) when it
+/// is kept for ever or beyond what a TTL can express.
+fn ttl_secs(purge_at: Option<DateTime<Utc>>) -> i32 {
+    let Some(purge_at) = purge_at else { return 0 };
+    let secs = (purge_at - Utc::now()).num_seconds();
+    match secs {
+        s if s > MAX_TTL_SECS => 0,
+        s => s.max(1) as i32,
+    }
+}
+
+/// Whether a lightweight transaction applied: the `[applied]` column.
+fn lwt_applied(result: QueryResult) -> Result<bool, StoreError> {
+    lwt_row(result).map(|(applied, _)| applied)
+}
+
+/// The `[applied]` column and, when it did not apply, the current row.
+/// The columns of a row, by name.
+type Columns = Vec<(String, Option<CqlValue>)>;
+
+fn lwt_row(result: QueryResult) -> Result<(bool, Columns), StoreError> {
+    let rows = result.into_rows_result().map_err(corrupt)?;
+    let names: Vec<String> = rows
+        .column_specs()
+        .iter()
+        .map(|spec| spec.name().to_owned())
+        .collect();
+    let row = rows
+        .maybe_first_row::<Row>()
+        .map_err(corrupt)?
+        .ok_or_else(|| StoreError::Corrupt("a conditional write returned no row".into()))?;
+    let columns: Columns = names.into_iter().zip(row.columns).collect();
+    match columns.first() {
+        Some((name, Some(CqlValue::Boolean(applied)))) if name == "[applied]" => {
+            Ok((*applied, columns))
+        }
+        _ => Err(StoreError::Corrupt(
+            "a conditional write returned no [applied] column".into(),
+        )),
+    }
+}
+
+fn column<'a>(columns: &'a [(String, Option<CqlValue>)], name: &str) -> Option<&'a CqlValue> {
+    columns
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.as_ref())
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// It was never sent (no slot in time).
+    #[error(transparent)]
+    NotSent(StoreError),
+    #[error(transparent)]
+    Cql(Box<ExecutionError>),
+}
+
+/// Whether a failed request may still have been applied: it reached a node
+/// and its answer was lost or late.
+fn maybe_applied(e: &Failure) -> bool {
+    use scylla::errors::DbError;
+    let Failure::Cql(e) = e else { return false };
+    match &**e {
+        ExecutionError::RequestTimeout(_) => true,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::BrokenConnectionError(_) => true,
+            RequestAttemptError::DbError(db, _) => matches!(
+                db,
+                DbError::WriteTimeout { .. }
+                    | DbError::WriteFailure { .. }
+                    | DbError::ServerError
+                    | DbError::Other(_)
+            ),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn from_execution(e: Failure) -> StoreError {
+    use scylla::errors::DbError;
+    let e = match e {
+        Failure::NotSent(e) => return e,
+        Failure::Cql(e) => *e,
+    };
+    let unavailable = match &e {
+        ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::EmptyPlan => true,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::BrokenConnectionError(_)
+            | RequestAttemptError::UnableToAllocStreamId => true,
+            RequestAttemptError::DbError(db, _) => matches!(
+                db,
+                DbError::Unavailable { .. }
+                    | DbError::Overloaded
+                    | DbError::IsBootstrapping
+                    | DbError::ReadTimeout { .. }
+                    | DbError::WriteTimeout { .. }
+                    | DbError::ReadFailure { .. }
+                    | DbError::WriteFailure { .. }
+                    | DbError::RateLimitReached { .. }
+            ),
+            _ => false,
+        },
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Other(Box::new(e))
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+#[async_trait]
+impl LinkStore for ScyllaStore {
+    async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError> {
+        let count = i64::try_from(count).map_err(|e| StoreError::Other(e.into()))?;
+        let mut next = self.serial_next().await?;
+        for attempt in 0..CAS_ATTEMPTS {
+            let end = next
+                .checked_add(count)
+                .ok_or_else(|| StoreError::Corrupt("the id space is used up".into()))?;
+            match self
+                .execute(&self.statements.advance_next_if, (end, ID_BLOCK, next))
+                .await
+            {
+                Ok(result) => {
+                    let (applied, current) = lwt_row(result)?;
+                    if applied {
+                        let reserved = self.reserved_between(next, end).await?;
+                        return Ok(IdBlock {
+                            ids: next as u64..end as u64,
+                            reserved,
+                        });
+                    }
+                    next = match column(&current, "next") {
+                        Some(CqlValue::BigInt(n)) => *n,
+                        _ => self.serial_next().await?,
+                    };
+                }
+                // Applied or not, the block is given up: skipping ids is
+                // harmless, sharing them is not.
+                Err(e) if maybe_applied(&e) || is_contention(&e) => {
+                    tracing::debug!(attempt, error = %e, "id lease outcome unknown; leasing anew");
+                    backoff(attempt).await;
+                    next = self.serial_next().await?;
+                }
+                Err(e) => return Err(from_execution(e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "could not lease ids: too much contention".into(),
+        ))
+    }
+
+    async fn reserve_id(&self, id: u64) -> Result<bool, StoreError> {
+        let id = i64::try_from(id).map_err(|e| StoreError::Other(e.into()))?;
+        // Written before the lease mark is read: a lease that covers the id
+        // and is taken after this read reads the reservation afterwards.
+        self.execute(
+            &self.statements.insert_reserved,
+            (id >> RESERVED_BUCKET_BITS, id),
+        )
+        .await
+        .map_err(from_execution)?;
+        Ok(id >= self.serial_next().await?)
+    }
+
+    async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError> {
+        let values = (
+            link.code.as_str(),
+            link.url.as_str(),
+            link.created_at,
+            link.expires_at,
+            link.redirect.as_u16() as i16,
+            link.forward_query,
+            link.deleted_at,
+            link.token.as_bytes().as_slice(),
+            ttl_secs(link.purge_at(self.retention)),
+        );
+        match uniqueness {
+            Uniqueness::Generated => self
+                .execute(&self.statements.insert_link, values)
+                .await
+                .map(drop)
+                .map_err(from_execution),
+            Uniqueness::Checked => {
+                match self
+                    .execute(&self.statements.insert_link_if_absent, values)
+                    .await
+                {
+                    Ok(result) => match lwt_applied(result)? {
+                        true => Ok(()),
+                        false => Err(StoreError::Conflict),
+                    },
+                    Err(e) if maybe_applied(&e) => {
+                        // The token digest is new with every link: if the row
+                        // holds it, the row is ours.
+                        match self.read_link(&link.code, true).await? {
+                            Some(now) if now.link.token == link.token => Ok(()),
+                            Some(_) => Err(StoreError::Conflict),
+                            None => Err(StoreError::Unavailable(Box::new(e))),
+                        }
+                    }
+                    Err(e) => Err(from_execution(e)),
+                }
+            }
+        }
+    }
+
+    async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError> {
+        Ok(self.read_link(code, false).await?.map(|s| s.link))
+    }
+
+    async fn update_link(
+        &self,
+        code: &Code,
+        changes: &LinkChanges,
+    ) -> Result<Option<Link>, StoreError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some(Stored { mut link, revision }) = self.read_link(code, attempt > 0).await?
+            else {
+                return Ok(None);
+            };
+            if link.deleted_at.is_some() {
+                return Ok(None);
+            }
+            changes.apply_to(&mut link);
+            if self.rewrite_if_unchanged(&link, revision).await?.is_some() {
+                return Ok(Some(link));
+            }
+        }
+        Err(StoreError::Unavailable(
+            format!("could not change {code}: too much contention").into(),
+        ))
+    }
+
+    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some(Stored { mut link, revision }) = self.read_link(code, attempt > 0).await?
+            else {
+                return Ok(false);
+            };
+            if link.deleted_at.is_some() {
+                return Ok(false);
+            }
+            link.deleted_at = Some(at);
+            if self.rewrite_if_unchanged(&link, revision).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Unavailable(
+            format!("could not delete {code}: too much contention").into(),
+        ))
+    }
+
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
+        self.add_clicks(batch).await
+    }
+
+    async fn click_stats(&self, code: &Code, query: &StatsQuery) -> Result<ClickStats, StoreError> {
+        self.read_click_stats(code, query).await
+    }
+
+    async fn get_or_init_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        match self
+            .execute(&self.statements.insert_setting_if_absent, (name, value))
+            .await
+        {
+            Ok(result) => match lwt_row(result)? {
+                (true, _) => Ok(value.to_owned()),
+                (false, current) => match column(&current, "value") {
+                    Some(CqlValue::Text(existing)) => Ok(existing.clone()),
+                    _ => Err(StoreError::Corrupt(format!("setting {name} has no value"))),
+                },
+            },
+            Err(e) if maybe_applied(&e) || is_contention(&e) => {
+                let result = self
+                    .execute(&self.statements.select_setting_serial, (name,))
+                    .await
+                    .map_err(from_execution)?;
+                result
+                    .into_rows_result()
+                    .map_err(corrupt)?
+                    .maybe_first_row::<(String,)>()
+                    .map_err(corrupt)?
+                    .map(|(v,)| v)
+                    .ok_or_else(|| StoreError::Unavailable(Box::new(e)))
+            }
+            Err(e) => Err(from_execution(e)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.execute(&self.statements.ping, ())
+            .await
+            .map(drop)
+            .map_err(from_execution)
+    }
+}
+
+/// A conditional write that lost a Paxos round to another (Cassandra says
+/// so as a write timeout of type CAS; ScyllaDB too): worth another try.
+fn is_contention(e: &Failure) -> bool {
+    use scylla::errors::{DbError, WriteType};
+    let Failure::Cql(e) = e else { return false };
+    matches!(
+        &**e,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::WriteTimeout {
+                write_type: WriteType::Cas,
+                ..
+            } | DbError::Unavailable { .. },
+            _
+        ))
+    )
+}
+
+/// A short random pause before another compare-and-set, growing with the
+/// attempts, so racing writers spread out.
+async fn backoff(attempt: u32) {
+    let cap_ms = 5u64 << attempt.min(6);
+    let ms = rand::random_range(1..=cap_ms);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}

@@ -1,0 +1,174 @@
+//! Every statement the store runs, prepared once per session.
+//!
+//! Reads and plain writes are idempotent: the driver may retry them and
+//! send speculative executions. Conditional writes and counter increments
+//! are not: a retry could apply twice, so the store resolves their
+//! uncertain outcomes itself. Serial reads (`LOCAL_SERIAL`) see the latest
+//! conditional write.
+
+use scylla::{
+    client::session::Session, frame::types::Consistency, statement::prepared::PreparedStatement,
+};
+
+use crate::storage::StoreError;
+
+pub(super) struct Statements {
+    pub(super) insert_link: PreparedStatement,
+    pub(super) insert_link_if_absent: PreparedStatement,
+    pub(super) select_link: PreparedStatement,
+    pub(super) select_link_serial: PreparedStatement,
+    pub(super) rewrite_link_if_revision: PreparedStatement,
+    pub(super) select_next_serial: PreparedStatement,
+    pub(super) advance_next_if: PreparedStatement,
+    pub(super) insert_reserved: PreparedStatement,
+    pub(super) select_reserved: PreparedStatement,
+    pub(super) insert_setting_if_absent: PreparedStatement,
+    pub(super) select_setting_serial: PreparedStatement,
+    pub(super) add_totals: PreparedStatement,
+    pub(super) add_bucket: PreparedStatement,
+    pub(super) add_top: PreparedStatement,
+    pub(super) select_totals: PreparedStatement,
+    pub(super) select_buckets: PreparedStatement,
+    pub(super) select_tops: PreparedStatement,
+    pub(super) ping: PreparedStatement,
+}
+
+impl Statements {
+    pub(super) async fn prepare(session: &Session) -> Result<Self, StoreError> {
+        const LINK_COLUMNS: &str = "code, url, created_at, expires_at, redirect, forward_query, \
+                                    deleted_at, token_digest, revision";
+        let prepare = |cql: String, idempotent: bool, consistency: Option<Consistency>| async move {
+            let mut statement = session
+                .prepare(cql.as_str())
+                .await
+                .map_err(|e| StoreError::Other(format!("cannot prepare `{cql}`: {e}").into()))?;
+            statement.set_is_idempotent(idempotent);
+            if let Some(consistency) = consistency {
+                statement.set_consistency(consistency);
+            }
+            Ok::<_, StoreError>(statement)
+        };
+        let serial = Some(Consistency::LocalSerial);
+        Ok(Self {
+            insert_link: prepare(
+                format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) USING TTL ?"),
+                true,
+                None,
+            )
+            .await?,
+            insert_link_if_absent: prepare(
+                format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) IF NOT EXISTS USING TTL ?"),
+                false,
+                None,
+            )
+            .await?,
+            select_link: prepare(
+                format!("SELECT {LINK_COLUMNS} FROM links WHERE code = ?"),
+                true,
+                None,
+            )
+            .await?,
+            select_link_serial: prepare(
+                format!("SELECT {LINK_COLUMNS} FROM links WHERE code = ?"),
+                true,
+                serial,
+            )
+            .await?,
+            rewrite_link_if_revision: prepare(
+                "UPDATE links USING TTL ? SET url = ?, created_at = ?, expires_at = ?, \
+                 redirect = ?, forward_query = ?, deleted_at = ?, token_digest = ?, revision = ? \
+                 WHERE code = ? IF revision = ?"
+                    .into(),
+                false,
+                None,
+            )
+            .await?,
+            select_next_serial: prepare(
+                "SELECT next FROM id_blocks WHERE name = ?".into(),
+                true,
+                serial,
+            )
+            .await?,
+            advance_next_if: prepare(
+                "UPDATE id_blocks SET next = ? WHERE name = ? IF next = ?".into(),
+                false,
+                None,
+            )
+            .await?,
+            insert_reserved: prepare(
+                "INSERT INTO reserved_ids (bucket, id) VALUES (?, ?)".into(),
+                true,
+                None,
+            )
+            .await?,
+            select_reserved: prepare(
+                "SELECT id FROM reserved_ids WHERE bucket = ? AND id >= ? AND id < ?".into(),
+                true,
+                None,
+            )
+            .await?,
+            insert_setting_if_absent: prepare(
+                "INSERT INTO settings (name, value) VALUES (?, ?) IF NOT EXISTS".into(),
+                false,
+                None,
+            )
+            .await?,
+            select_setting_serial: prepare(
+                "SELECT value FROM settings WHERE name = ?".into(),
+                true,
+                serial,
+            )
+            .await?,
+            add_totals: prepare(
+                "UPDATE click_totals SET clicks = clicks + ?, bot_clicks = bot_clicks + ? \
+                 WHERE code = ?"
+                    .into(),
+                false,
+                None,
+            )
+            .await?,
+            add_bucket: prepare(
+                "UPDATE click_buckets SET clicks = clicks + ?, bot_clicks = bot_clicks + ? \
+                 WHERE code = ? AND granularity = ? AND start = ?"
+                    .into(),
+                false,
+                None,
+            )
+            .await?,
+            add_top: prepare(
+                "UPDATE click_tops SET clicks = clicks + ? \
+                 WHERE code = ? AND day = ? AND dimension = ? AND value = ?"
+                    .into(),
+                false,
+                None,
+            )
+            .await?,
+            select_totals: prepare(
+                "SELECT clicks, bot_clicks FROM click_totals WHERE code = ?".into(),
+                true,
+                None,
+            )
+            .await?,
+            select_buckets: prepare(
+                "SELECT start, clicks, bot_clicks FROM click_buckets \
+                 WHERE code = ? AND granularity = ? AND start >= ? AND start < ?"
+                    .into(),
+                true,
+                None,
+            )
+            .await?,
+            select_tops: prepare(
+                "SELECT dimension, value, clicks FROM click_tops WHERE code = ? AND day = ?".into(),
+                true,
+                None,
+            )
+            .await?,
+            ping: prepare(
+                "SELECT release_version FROM system.local".into(),
+                true,
+                None,
+            )
+            .await?,
+        })
+    }
+}

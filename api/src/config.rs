@@ -70,6 +70,7 @@ pub struct LinkSettings {
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     Sqlite,
+    Scylla,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +78,88 @@ pub enum StorageBackend {
 pub struct StorageSettings {
     pub backend: StorageBackend,
     pub sqlite: SqliteSettings,
+    pub scylla: ScyllaSettings,
+}
+
+/// Consistency levels offered for reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencySetting {
+    LocalQuorum,
+    Quorum,
+    EachQuorum,
+    LocalOne,
+    One,
+    All,
+}
+
+impl From<ConsistencySetting> for links::storage::scylla::Consistency {
+    fn from(c: ConsistencySetting) -> Self {
+        use links::storage::scylla::Consistency as C;
+        match c {
+            ConsistencySetting::LocalQuorum => C::LocalQuorum,
+            ConsistencySetting::Quorum => C::Quorum,
+            ConsistencySetting::EachQuorum => C::EachQuorum,
+            ConsistencySetting::LocalOne => C::LocalOne,
+            ConsistencySetting::One => C::One,
+            ConsistencySetting::All => C::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScyllaSettings {
+    pub nodes: Vec<String>,
+    pub local_dc: String,
+    pub keyspace: String,
+    pub replication: String,
+    pub consistency: ConsistencySetting,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub speculative_after: Duration,
+    pub username: String,
+    pub password: SecretString,
+    pub max_in_flight: usize,
+    pub migrate_on_start: bool,
+}
+
+impl ScyllaSettings {
+    /// `replication` as (datacenter, replicas) pairs: "dc1:3,dc2:3".
+    pub fn replication(&self) -> Result<Vec<(String, u32)>, SettingsError> {
+        let key = "storage.scylla.replication";
+        self.replication
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let (dc, n) = part
+                    .split_once(':')
+                    .ok_or_else(|| invalid(key, format!("'{part}' is not DATACENTER:REPLICAS")))?;
+                let n: u32 = n
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=9).contains(n))
+                    .ok_or_else(|| invalid(key, format!("'{part}': replicas must be 1 to 9")))?;
+                let dc = dc.trim();
+                if dc.is_empty() || dc.contains(['\'', '"']) {
+                    return Err(invalid(key, format!("'{part}': bad datacenter name")));
+                }
+                Ok((dc.to_owned(), n))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|pairs| {
+                if pairs.is_empty() {
+                    Err(invalid(key, "name at least one datacenter"))
+                } else {
+                    Ok(pairs)
+                }
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +176,33 @@ pub struct SqliteSettings {
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     pub l1: L1Settings,
+    pub redis: RedisSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// May hold a password: never printed.
+    pub url: SecretString,
+    pub key_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    pub ttl_jitter: f64,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub pool_size: usize,
+    pub breaker_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+}
+
+impl RedisSettings {
+    /// The URL, if L2 is configured.
+    pub fn url(&self) -> Option<&str> {
+        Some(self.url.expose_secret()).filter(|u| !u.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +315,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("links.blocked_hosts")
+                .with_list_parse_key("storage.scylla.nodes")
                 .try_parsing(true)
                 .source(Some(env)),
         );
@@ -302,6 +413,55 @@ impl Settings {
                 "storage.sqlite.max_in_flight",
                 "must be at least 1",
             ));
+        }
+        if self.storage.backend == StorageBackend::Scylla {
+            let scylla = &self.storage.scylla;
+            if scylla.nodes.iter().all(|n| n.trim().is_empty()) {
+                return Err(invalid("storage.scylla.nodes", "name at least one node"));
+            }
+            links::storage::scylla::check_keyspace_name(&scylla.keyspace)
+                .map_err(|e| invalid("storage.scylla.keyspace", e.to_string()))?;
+            scylla.replication()?;
+            if scylla.request_timeout.is_zero() {
+                return Err(invalid(
+                    "storage.scylla.request_timeout",
+                    "must be longer than zero",
+                ));
+            }
+            if scylla.max_in_flight == 0 {
+                return Err(invalid(
+                    "storage.scylla.max_in_flight",
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Some(url) = self.cache.redis.url() {
+            let parsed = url::Url::parse(url).ok();
+            if !parsed.is_some_and(|u| matches!(u.scheme(), "redis" | "rediss" | "unix")) {
+                return Err(invalid(
+                    "cache.redis.url",
+                    "must be a redis://, rediss:// or unix:// URL",
+                ));
+            }
+            let redis = &self.cache.redis;
+            if redis.timeout.is_zero() {
+                return Err(invalid("cache.redis.timeout", "must be longer than zero"));
+            }
+            if redis.ttl.as_secs() < 1 || redis.negative_ttl.as_secs() < 1 {
+                return Err(invalid(
+                    "cache.redis.ttl",
+                    "ttl and negative_ttl must be at least 1s",
+                ));
+            }
+            if !(0.0..=0.5).contains(&redis.ttl_jitter) {
+                return Err(invalid(
+                    "cache.redis.ttl_jitter",
+                    "must be between 0 and 0.5",
+                ));
+            }
+            if redis.pool_size == 0 {
+                return Err(invalid("cache.redis.pool_size", "must be at least 1"));
+            }
         }
         if self.cache.l1.max_bytes < 1 << 20 {
             return Err(invalid("cache.l1.max_bytes", "must be at least 1 MiB"));

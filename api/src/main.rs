@@ -1,12 +1,27 @@
-use shortener_api::{Application, config::Settings, telemetry};
+use shortener_api::{Application, config::Settings, startup, telemetry};
+
+const USAGE: &str = "usage: shortener-api [serve | migrate]
+  serve    run the service (the default)
+  migrate  create or update the store's schema, then exit";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let command = std::env::args().nth(1);
+    if matches!(command.as_deref(), Some("-h" | "--help" | "help")) {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let settings = Settings::load()?;
     telemetry::init(&settings.log);
-    Application::build(settings)
-        .await?
-        .run_until_stopped()
-        .await?;
+    match command.as_deref() {
+        None | Some("serve") => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Some("migrate") => startup::migrate(&settings).await?,
+        Some(other) => anyhow::bail!("unknown command {other:?}\n{USAGE}"),
+    }
     Ok(())
 }

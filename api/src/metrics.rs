@@ -5,7 +5,12 @@
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -33,6 +38,19 @@ pub struct Metrics {
     /// Loads from the next tier; `misses - loads` were coalesced into
     /// another request's load.
     pub l1_loads: Counter,
+    /// Loads answered by Redis with a link, as unknown, or not at all.
+    pub l2_hits: Counter,
+    pub l2_negative_hits: Counter,
+    pub l2_misses: Counter,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: Counter,
+    /// Redis calls not made because the breaker was open.
+    pub redis_rejected: Counter,
+    /// 1 while the Redis breaker is open.
+    pub redis_breaker_open: Gauge,
+    pub redis_seconds: Histogram,
+    /// Invalidations that could not be sent nor kept for retry.
+    pub redis_invalidations_lost: Counter,
     pub links_created: Counter,
     pub clicks_enqueued: Counter,
     pub clicks_dropped: Counter,
@@ -65,6 +83,25 @@ impl Metrics {
         let (l1_hits, l1_negative_hits, l1_misses) =
             (lookup("hit"), lookup("negative_hit"), lookup("miss"));
         let l1_loads = cache_loads.get_or_create(&TierLabel { tier: "l1" }).clone();
+        let l2 = |result| {
+            cache_requests
+                .get_or_create(&CacheLabels { tier: "l2", result })
+                .clone()
+        };
+        let (l2_hits, l2_negative_hits, l2_misses) = (l2("hit"), l2("negative_hit"), l2("miss"));
+        // 100 µs to about 1.6 s: a loopback GET to a frozen Redis's timeout.
+        let redis_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
+        registry.register(
+            "redis_call_duration_seconds",
+            "Duration of Redis calls made (pool wait included)",
+            redis_seconds.clone(),
+        );
+        let redis_breaker_open = Gauge::default();
+        registry.register(
+            "redis_breaker_open",
+            "1 while the Redis breaker is open and L2 is skipped",
+            redis_breaker_open.clone(),
+        );
 
         let mut counter = |name: &str, help: &str| {
             let counter = Counter::default();
@@ -85,6 +122,15 @@ impl Metrics {
             "click_flush_failures",
             "Failed writes of aggregated click counts",
         );
+        let redis_errors = counter("redis_errors", "Redis calls that failed or timed out");
+        let redis_rejected = counter(
+            "redis_rejected",
+            "Redis calls skipped because the breaker was open",
+        );
+        let redis_invalidations_lost = counter(
+            "redis_invalidations_lost",
+            "Cache invalidations neither sent nor kept for retry (the TTLs bound staleness)",
+        );
         let click_queue_depth = Gauge::default();
         registry.register(
             "click_queue_depth",
@@ -98,6 +144,14 @@ impl Metrics {
             l1_negative_hits,
             l1_misses,
             l1_loads,
+            l2_hits,
+            l2_negative_hits,
+            l2_misses,
+            redis_errors,
+            redis_rejected,
+            redis_breaker_open,
+            redis_seconds,
+            redis_invalidations_lost,
             links_created,
             clicks_enqueued,
             clicks_dropped,

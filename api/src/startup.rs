@@ -17,13 +17,16 @@ use links::{
     LinkStore, StoreError, TokenDigest, UrlPolicy,
     clicks::UserAgentClassifier,
     codegen::{CodeAllocator, CodeGenerator, CodeKey, GeneratorError},
-    storage::sqlite::{SqliteOptions, SqliteStore},
+    storage::{
+        scylla::{ScyllaOptions, ScyllaStore},
+        sqlite::{SqliteOptions, SqliteStore},
+    },
     target::host_of,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cache::LinkCache,
+    cache::{LinkCache, redis::RedisCache},
     clicks::{ClickPipeline, InProcessSink},
     config::{Settings, SettingsError, StorageBackend},
     error::{self, json_error, query_error},
@@ -51,6 +54,8 @@ pub enum StartupError {
     Codes(#[from] GeneratorError),
     #[error("the HTTP server failed: {0}")]
     Server(#[from] std::io::Error),
+    #[error("cannot set up the Redis cache: {0}")]
+    Redis(#[from] crate::cache::redis::RedisError),
     #[error("a startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -62,6 +67,8 @@ pub struct Application {
     pipeline: ClickPipeline,
     state: web::Data<AppState>,
     stop: CancellationToken,
+    /// Cancels the background tasks (L2 subscription and probe) last.
+    background: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -74,6 +81,8 @@ impl std::fmt::Debug for Application {
 
 /// Opens the store the settings name.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, StartupError> {
+    let retention =
+        chrono::Duration::from_std(settings.links.retention).unwrap_or(chrono::Duration::MAX);
     match settings.storage.backend {
         StorageBackend::Sqlite => {
             let sqlite = &settings.storage.sqlite;
@@ -82,15 +91,72 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
                 readers: sqlite.readers,
                 max_in_flight: sqlite.max_in_flight,
                 busy_timeout: sqlite.busy_timeout,
-                retention: chrono::Duration::from_std(settings.links.retention)
-                    .unwrap_or(chrono::Duration::MAX),
+                retention,
                 background: settings.events.inprocess.priority,
             })
             .await?;
             tracing::info!(dir = %sqlite.dir.display(), "opened the embedded SQLite store");
             Ok(store)
         }
+        StorageBackend::Scylla => {
+            let options = scylla_options(settings)?;
+            if settings.storage.scylla.migrate_on_start {
+                links::storage::scylla::migrate(&options).await?;
+            }
+            let store = ScyllaStore::connect(options).await?;
+            tracing::info!(
+                nodes = ?settings.storage.scylla.nodes,
+                keyspace = store.keyspace(),
+                local_dc = %settings.storage.scylla.local_dc,
+                "connected to ScyllaDB"
+            );
+            Ok(store)
+        }
     }
+}
+
+/// The Scylla adapter's options from the settings.
+pub fn scylla_options(settings: &Settings) -> Result<ScyllaOptions, StartupError> {
+    use secrecy::ExposeSecret;
+    let scylla = &settings.storage.scylla;
+    let password = scylla.password.expose_secret();
+    Ok(ScyllaOptions {
+        nodes: scylla.nodes.iter().map(|n| n.trim().to_owned()).collect(),
+        local_dc: scylla.local_dc.clone(),
+        keyspace: scylla.keyspace.clone(),
+        replication: scylla.replication()?,
+        consistency: scylla.consistency.into(),
+        request_timeout: scylla.request_timeout,
+        connect_timeout: scylla.connect_timeout,
+        speculative_after: Some(scylla.speculative_after).filter(|d| !d.is_zero()),
+        username: Some(scylla.username.clone()).filter(|u| !u.is_empty()),
+        password: Some(password.to_owned()).filter(|p| !p.is_empty()),
+        max_in_flight: scylla.max_in_flight,
+        retention: chrono::Duration::from_std(settings.links.retention)
+            .unwrap_or(chrono::Duration::MAX),
+    })
+}
+
+/// `shortener-api migrate`: brings the configured store's schema up to
+/// date. The embedded store migrates itself whenever it opens.
+pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
+    match settings.storage.backend {
+        StorageBackend::Sqlite => {
+            open_store(settings).await?;
+            tracing::info!("the SQLite store is migrated");
+        }
+        StorageBackend::Scylla => {
+            let options = scylla_options(settings)?;
+            let applied = links::storage::scylla::migrate(&options).await?;
+            tracing::info!(
+                keyspace = %options.keyspace,
+                ?applied,
+                version = links::storage::scylla::LATEST_VERSION,
+                "the Scylla schema is up to date"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Application {
@@ -149,8 +215,25 @@ impl Application {
             metrics.clone(),
         )?;
 
+        let background = CancellationToken::new();
+        let l2 = match settings.cache.redis.url() {
+            Some(_) => Some(RedisCache::new(&settings.cache.redis, metrics.clone())?),
+            None => None,
+        };
+        let cache = LinkCache::new(
+            &settings.cache.l1,
+            l2.clone(),
+            store.clone(),
+            metrics.clone(),
+        );
+        if let Some(l2) = l2 {
+            tracing::info!("L2 cache: Redis");
+            tokio::spawn(l2.clone().probe(background.clone()));
+            tokio::spawn(l2.subscribe(cache.clone(), background.clone()));
+        }
+
         let state = web::Data::new(AppState {
-            cache: LinkCache::new(&settings.cache.l1, store.clone(), metrics.clone()),
+            cache,
             store,
             codes,
             clicks: pipeline.queue(),
@@ -197,6 +280,7 @@ impl Application {
             pipeline,
             state,
             stop: CancellationToken::new(),
+            background,
         })
     }
 
@@ -221,6 +305,7 @@ impl Application {
             pipeline,
             state,
             stop,
+            background,
             ..
         } = self;
         let handle = server.handle();
@@ -238,6 +323,7 @@ impl Application {
         }
         tracing::info!("shutting down: writing queued clicks");
         pipeline.shut_down().await;
+        background.cancel();
         tracing::info!("stopped");
         Ok(())
     }

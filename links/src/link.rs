@@ -84,15 +84,26 @@ pub enum LinkState {
     Deleted,
 }
 
+impl LinkState {
+    /// The state at `now` of a link with these times.
+    pub fn of(
+        expires_at: Option<DateTime<Utc>>,
+        deleted_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        if deleted_at.is_some() {
+            Self::Deleted
+        } else if expires_at.is_some_and(|at| at <= now) {
+            Self::Expired
+        } else {
+            Self::Active
+        }
+    }
+}
+
 impl Link {
     pub fn state(&self, now: DateTime<Utc>) -> LinkState {
-        if self.deleted_at.is_some() {
-            LinkState::Deleted
-        } else if self.expires_at.is_some_and(|at| at <= now) {
-            LinkState::Expired
-        } else {
-            LinkState::Active
-        }
+        LinkState::of(self.expires_at, self.deleted_at, now)
     }
 
     /// When the store may forget the link: `retention` after it expired or

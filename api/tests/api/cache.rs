@@ -144,13 +144,23 @@ async fn renewing_an_expired_link_takes_effect_on_the_next_request() {
 
 #[tokio::test]
 async fn negative_entries_expire_after_their_ttl() {
-    let app =
-        spawn_app_with(|s| s.cache.l1.negative_ttl = std::time::Duration::from_millis(300)).await;
+    let app = spawn_app_with(|s| {
+        s.cache.l1.negative_ttl = std::time::Duration::from_millis(300);
+        // L2, where there is one, remembers unknown codes as well.
+        s.cache.redis.negative_ttl = std::time::Duration::from_secs(1);
+    })
+    .await;
     app.store.link_reads.store(0, Ordering::SeqCst);
     assert_eq!(app.get("/Unknown77").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.get("/Unknown77").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.store.link_reads.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let longest = app
+        .settings
+        .cache
+        .l1
+        .negative_ttl
+        .max(app.settings.cache.redis.negative_ttl);
+    tokio::time::sleep(longest + std::time::Duration::from_millis(100)).await;
     assert_eq!(app.get("/Unknown77").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.store.link_reads.load(Ordering::SeqCst), 2);
 }

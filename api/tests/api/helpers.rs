@@ -1,6 +1,7 @@
 //! Starting the real application on port 0, each test with its own store.
 
 use std::{
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -10,6 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use links::storage::contract::{DropKeyspace, scylla_test_options};
 use links::{
     Code, Link, LinkChanges, LinkStore, StoreError,
     clicks::ClickBatch,
@@ -76,18 +78,78 @@ pub struct TestApp {
     pub settings: Settings,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    _tier: Tier,
     _dir: TempDir,
 }
 
-/// Settings for a test: port 0, a fresh data directory, fast flushes.
-pub fn test_settings(dir: &TempDir) -> Settings {
-    let mut settings = Settings::defaults();
-    settings.http.listen = "127.0.0.1:0".into();
-    settings.http.workers = 2;
-    settings.http.shutdown_timeout = Duration::from_secs(5);
-    settings.storage.sqlite.dir = dir.path().join("data");
-    settings.events.inprocess.flush_interval = Duration::from_millis(100);
-    settings
+/// The servers a test runs against, chosen by `SHORTENER_TEST_TIER`:
+///
+/// - `embedded` (the default): SQLite in the test's own directory, no L2;
+/// - `production`: the dev stack's Cassandra, in a keyspace of the test's
+///   own (dropped afterwards), and its Redis, under a key prefix of the
+///   test's own.
+///
+/// Expressed as the environment the binary reads, so in-process apps and
+/// spawned binaries are configured alike.
+pub struct Tier {
+    pub env: Vec<(String, String)>,
+    _keyspace: Option<DropKeyspace>,
+}
+
+impl Tier {
+    pub fn production() -> bool {
+        match std::env::var("SHORTENER_TEST_TIER").as_deref() {
+            Ok("production") => true,
+            Ok("embedded") | Err(_) => false,
+            Ok(other) => panic!("SHORTENER_TEST_TIER={other}: use embedded or production"),
+        }
+    }
+
+    pub fn new(dir: &Path) -> Self {
+        let mut env = vec![(
+            "SHORTENER__STORAGE__SQLITE__DIR".to_owned(),
+            dir.join("data").display().to_string(),
+        )];
+        let mut keyspace = None;
+        if Self::production() {
+            let scylla = scylla_test_options();
+            let dc = scylla.local_dc.clone();
+            let redis = std::env::var("SHORTENER_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            for (key, value) in [
+                ("STORAGE__BACKEND", "scylla".to_owned()),
+                ("STORAGE__SCYLLA__NODES", scylla.nodes.join(",")),
+                ("STORAGE__SCYLLA__LOCAL_DC", dc.clone()),
+                ("STORAGE__SCYLLA__KEYSPACE", scylla.keyspace.clone()),
+                ("STORAGE__SCYLLA__REPLICATION", format!("{dc}:1")),
+                ("STORAGE__SCYLLA__MIGRATE_ON_START", "true".into()),
+                // Generous: the test machine runs Cassandra, Kafka and the
+                // suite on two cores.
+                ("STORAGE__SCYLLA__REQUEST_TIMEOUT", "5s".into()),
+                ("CACHE__REDIS__URL", redis),
+                ("CACHE__REDIS__KEY_PREFIX", format!("{}:", scylla.keyspace)),
+                ("CACHE__REDIS__TIMEOUT", "1s".into()),
+            ] {
+                env.push((format!("SHORTENER__{key}"), value));
+            }
+            keyspace = Some(DropKeyspace(scylla.keyspace));
+        }
+        Self {
+            env,
+            _keyspace: keyspace,
+        }
+    }
+
+    /// Settings for a test on this tier: port 0, fast flushes.
+    pub fn settings(&self) -> Settings {
+        let mut settings =
+            Settings::load_from(None, self.env.clone()).expect("valid test settings");
+        settings.http.listen = "127.0.0.1:0".into();
+        settings.http.workers = 2;
+        settings.http.shutdown_timeout = Duration::from_secs(5);
+        settings.events.inprocess.flush_interval = Duration::from_millis(100);
+        settings
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -96,7 +158,8 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut settings = test_settings(&dir);
+    let tier = Tier::new(dir.path());
+    let mut settings = tier.settings();
     configure(&mut settings);
     let store = Arc::new(CountingStore {
         inner: open_store(&settings).await.expect("open store"),
@@ -120,6 +183,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         settings,
         stop,
         server,
+        _tier: tier,
         _dir: dir,
     }
 }

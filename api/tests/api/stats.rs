@@ -16,7 +16,7 @@ use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{Tier, assert_problem, spawn_app};
 
 /// (user agent, bot name or browser, device) of the simulated visitors.
 const AGENTS: [(&str, Option<&str>, &str, &str); 6] = [
@@ -243,13 +243,13 @@ struct ApiProcess {
 }
 
 impl ApiProcess {
-    async fn start(data_dir: &std::path::Path) -> Self {
+    async fn start(data_dir: &std::path::Path, tier: &Tier) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shortener-api"))
             .current_dir(data_dir)
             .env("SHORTENER_CONFIG_DIR", data_dir.join("no-config"))
             .env("SHORTENER__HTTP__LISTEN", "127.0.0.1:0")
             .env("SHORTENER__HTTP__WORKERS", "2")
-            .env("SHORTENER__STORAGE__SQLITE__DIR", data_dir.join("data"))
+            .envs(tier.env.iter().cloned())
             // Only the shutdown flush can write the counts in time.
             .env("SHORTENER__EVENTS__INPROCESS__FLUSH_INTERVAL", "1h")
             .env("SHORTENER__LOG__FORMAT", "json")
@@ -295,7 +295,8 @@ async fn a_graceful_restart_loses_no_click() {
         .build()
         .expect("client");
 
-    let first = ApiProcess::start(dir.path()).await;
+    let tier = Tier::new(dir.path());
+    let first = ApiProcess::start(dir.path(), &tier).await;
     let created: Value = client
         .post(format!("{}/api/v1/links", first.address))
         .json(&json!({ "url": "https://example.com/restart" }))
@@ -312,7 +313,7 @@ async fn a_graceful_restart_loses_no_click() {
     assert_eq!(observed(&before).clicks + observed(&before).bot_clicks, 0);
     first.terminate().await;
 
-    let second = ApiProcess::start(dir.path()).await;
+    let second = ApiProcess::start(dir.path(), &tier).await;
     let stats = fetch_stats(&client, &second.address, &code).await;
     assert_eq!(observed(&stats), truth);
     let get = client

@@ -263,7 +263,11 @@ pub async fn racing_inserts_of_one_alias_admit_exactly_one(f: Fixture) {
     }
     assert_eq!(winners.len(), 1, "exactly one insert wins");
     let stored = f.store.get_link(&base.code).await.expect("get");
-    assert_eq!(stored.as_ref(), winners.first(), "the winner is what is stored");
+    assert_eq!(
+        stored.as_ref(),
+        winners.first(),
+        "the winner is what is stored"
+    );
 }
 
 pub async fn unknown_codes_read_as_none(f: Fixture) {

@@ -38,7 +38,7 @@ use scylla::{
         execution_profile::ExecutionProfile, session::Session, session_builder::SessionBuilder,
     },
     errors::{ExecutionError, RequestAttemptError},
-    frame::types::{Consistency, SerialConsistency},
+    frame::types::SerialConsistency,
     policies::{
         load_balancing::DefaultPolicy, speculative_execution::SimpleSpeculativeExecutionPolicy,
     },
@@ -48,7 +48,9 @@ use scylla::{
 };
 use tokio::sync::Semaphore;
 
-pub use self::schema::{LATEST_VERSION, migrate};
+pub use scylla::frame::types::Consistency;
+
+pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};
 use self::statements::Statements;
 use super::{IdBlock, LinkStore, StoreError, Uniqueness};
 use crate::{

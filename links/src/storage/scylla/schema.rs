@@ -25,7 +25,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
 pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Keyspace names are spliced into CQL, so only plain identifiers pass.
-pub(super) fn check_keyspace_name(name: &str) -> Result<(), StoreError> {
+pub fn check_keyspace_name(name: &str) -> Result<(), StoreError> {
     let mut chars = name.chars();
     let valid = name.len() <= 48
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())

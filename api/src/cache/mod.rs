@@ -1,4 +1,5 @@
-//! L1: the in-process link cache, in front of the store.
+//! The link caches: L1 in process (this module), L2 in Redis
+//! ([`redis`], optional), then the store.
 //!
 //! - Bounded by memory: each entry weighs its code, its `Location` and a
 //!   fixed overhead, against `cache.l1.max_bytes`.
@@ -6,10 +7,12 @@
 //!   the entry and reloads, so the code answers 410 from that instant.
 //! - Unknown codes are cached too (for `negative_ttl`), so a flood of
 //!   requests for codes that do not exist never reaches the store.
-//! - Misses are coalesced: however many requests wait for one code, the
-//!   store is read once.
+//! - Misses are coalesced: however many requests wait for one code, L2 and
+//!   the store are read once.
 //! - Writes through this instance invalidate the entry, so they apply on the
-//!   next request; the TTL bounds how long other instances can lag.
+//!   next request; with L2, every other instance drops it too (Redis
+//!   pub/sub), and the TTL bounds how long an instance can lag if that
+//!   message is lost.
 //!
 //! Expiry is checked by the lookup rather than by moka's per-entry expiry
 //! policy: that policy costs a callback and timer-wheel upkeep on every hit,
@@ -25,8 +28,12 @@ use actix_web::http::{StatusCode, header::HeaderValue};
 use chrono::{DateTime, Utc};
 use links::{Code, Link, LinkState, LinkStore, StoreError};
 use moka::future::Cache;
+use serde::{Deserialize, Serialize};
 
+use self::redis::RedisCache;
 use crate::{config::L1Settings, metrics::Metrics};
+
+pub mod redis;
 
 /// Per-entry memory beyond the code and the URL, as measured (resident
 /// memory grows by about 700 bytes per cached 45-byte URL): moka's bucket,
@@ -56,27 +63,68 @@ pub struct Target {
     pub forward_query: bool,
 }
 
+/// What the shared tier (L2) keeps of a code: what a redirect needs, and
+/// the link's state-changing times, so each reader decides its state now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    Link {
+        url: String,
+        status: u16,
+        /// Milliseconds since the epoch.
+        expires_at: Option<i64>,
+        forward_query: bool,
+        deleted_at: Option<i64>,
+    },
+    Missing,
+}
+
+impl Entry {
+    pub fn of(link: Option<&Link>) -> Self {
+        match link {
+            None => Self::Missing,
+            Some(link) => Self::Link {
+                url: link.url.as_str().to_owned(),
+                status: link.redirect.as_u16(),
+                expires_at: link.expires_at.map(|at| at.timestamp_millis()),
+                forward_query: link.forward_query,
+                deleted_at: link.deleted_at.map(|at| at.timestamp_millis()),
+            },
+        }
+    }
+}
+
 impl Lookup {
-    fn of(link: Option<Link>, now: DateTime<Utc>) -> Result<Self, StoreError> {
-        let Some(link) = link else {
+    fn of(entry: Entry, now: DateTime<Utc>) -> Result<Self, StoreError> {
+        let Entry::Link {
+            url,
+            status,
+            expires_at,
+            forward_query,
+            deleted_at,
+        } = entry
+        else {
             return Ok(Self::Missing {
                 checked: Instant::now(),
             });
         };
-        Ok(match link.state(now) {
+        let expires_at = expires_at.and_then(DateTime::from_timestamp_millis);
+        let state = LinkState::of(
+            expires_at,
+            deleted_at.and_then(DateTime::from_timestamp_millis),
+            now,
+        );
+        Ok(match state {
             LinkState::Deleted => Self::Deleted,
             LinkState::Expired => Self::Expired,
             LinkState::Active => Self::Active(Target {
-                location: HeaderValue::from_str(link.url.as_str()).map_err(|_| {
-                    StoreError::Corrupt(format!(
-                        "stored URL of {} is not a header value",
-                        link.code
-                    ))
+                location: HeaderValue::from_str(&url).map_err(|_| {
+                    StoreError::Corrupt(format!("stored URL {url:?} is not a header value"))
                 })?,
-                status: StatusCode::from_u16(link.redirect.as_u16())
+                status: StatusCode::from_u16(status)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                expires_at: link.expires_at,
-                forward_query: link.forward_query,
+                expires_at,
+                forward_query,
             }),
         })
     }
@@ -104,6 +152,7 @@ impl Lookup {
 pub struct LinkCache {
     entries: Cache<Code, Lookup, foldhash::fast::RandomState>,
     negative_ttl: Duration,
+    l2: Option<Arc<RedisCache>>,
     store: Arc<dyn LinkStore>,
     metrics: Arc<Metrics>,
 }
@@ -117,7 +166,12 @@ impl std::fmt::Debug for LinkCache {
 }
 
 impl LinkCache {
-    pub fn new(settings: &L1Settings, store: Arc<dyn LinkStore>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: &L1Settings,
+        l2: Option<Arc<RedisCache>>,
+        store: Arc<dyn LinkStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let entries = Cache::builder()
             .name("links-l1")
             .max_capacity(settings.max_bytes)
@@ -129,13 +183,14 @@ impl LinkCache {
         Self {
             entries,
             negative_ttl: settings.negative_ttl,
+            l2,
             store,
             metrics,
         }
     }
 
-    /// What is known about `code`, from the cache or (once, for all waiting
-    /// requests) from the store.
+    /// What is known about `code`, from L1 or (once, for all waiting
+    /// requests) from L2 or the store.
     pub async fn lookup(&self, code: &Code) -> Result<Lookup, Arc<StoreError>> {
         if let Some(found) = self.entries.get(code).await {
             if !found.is_stale(self.negative_ttl) {
@@ -151,14 +206,43 @@ impl LinkCache {
         self.entries
             .try_get_with_by_ref(code, async {
                 self.metrics.l1_loads.inc();
+                if let Some(l2) = &self.l2 {
+                    if let Some(entry) = l2.get(code).await {
+                        match entry {
+                            Entry::Link { .. } => self.metrics.l2_hits.inc(),
+                            Entry::Missing => self.metrics.l2_negative_hits.inc(),
+                        };
+                        return Lookup::of(entry, Utc::now());
+                    }
+                    self.metrics.l2_misses.inc();
+                }
                 let link = self.store.get_link(code).await?;
-                Lookup::of(link, Utc::now())
+                let entry = Entry::of(link.as_ref());
+                if let Some(l2) = &self.l2 {
+                    l2.put(code, &entry);
+                }
+                Lookup::of(entry, Utc::now())
             })
             .await
     }
 
-    /// Forgets `code`, after it was created, changed or deleted.
+    /// Forgets `code` here and, through L2, in every instance, after it
+    /// was created, changed or deleted.
     pub async fn invalidate(&self, code: &Code) {
         self.entries.invalidate(code).await;
+        if let Some(l2) = &self.l2 {
+            l2.invalidate(code).await;
+        }
+    }
+
+    /// Forgets `code` in this instance only (another instance changed it).
+    pub async fn forget(&self, code: &Code) {
+        self.entries.invalidate(code).await;
+    }
+
+    /// Forgets everything in this instance (invalidations may have been
+    /// missed).
+    pub fn forget_all(&self) {
+        self.entries.invalidate_all();
     }
 }

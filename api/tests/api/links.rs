@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
 use futures_util::future::join_all;
+use links::codegen::{CodeGenerator, CodeKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -421,4 +422,61 @@ async fn patch_validates_like_create() {
         .await;
     let body: Value = clear.json().await.expect("JSON");
     assert_eq!(body["expires_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn racing_creates_of_one_alias_admit_exactly_one() {
+    let app = spawn_app().await;
+    let creates = (0..32).map(|i| {
+        app.create(
+            json!({ "url": format!("https://example.com/race/{i}"), "alias": "race-for-it" }),
+        )
+    });
+    let mut created = Vec::new();
+    let mut conflicts = 0;
+    for response in join_all(creates).await {
+        match response.status() {
+            StatusCode::CREATED => created.push(response.json::<Value>().await.expect("JSON")),
+            StatusCode::CONFLICT => {
+                assert_problem(response, StatusCode::CONFLICT).await;
+                conflicts += 1;
+            }
+            other => panic!("a racing create answered {other}"),
+        }
+    }
+    assert_eq!((created.len(), conflicts), (1, 31));
+    let winner = created[0]["url"].as_str().expect("url");
+    assert_eq!(app.get("/race-for-it").await.headers()["location"], winner);
+}
+
+#[tokio::test]
+async fn generated_codes_never_take_an_alias() {
+    let key = CodeKey::generate();
+    let generator = CodeGenerator::new(&key, 7).expect("generator");
+    let app = spawn_app_with(|s| {
+        s.links.code_key = key.to_hex().into();
+        s.links.id_block_size = 10;
+    })
+    .await;
+    // The code of an id not yet leased: the alias sets it aside.
+    let ahead = generator.code(14).to_string();
+    app.create_ok(json!({ "url": "https://example.com/alias", "alias": ahead }))
+        .await;
+    let mut codes = HashSet::new();
+    for i in 0..30 {
+        let (code, _) = app.shorten(&format!("https://example.com/gen/{i}")).await;
+        codes.insert(code);
+    }
+    assert_eq!(codes.len(), 30);
+    assert!(!codes.contains(&ahead), "a generated code took the alias");
+    assert_eq!(
+        app.get(&format!("/{ahead}")).await.headers()["location"],
+        "https://example.com/alias"
+    );
+    // The code of an id already leased may be issued any moment: refused.
+    let leased = generator.code(31).to_string();
+    let taken = app
+        .create(json!({ "url": "https://example.com/late", "alias": leased }))
+        .await;
+    assert_problem(taken, StatusCode::CONFLICT).await;
 }

@@ -498,6 +498,14 @@ impl Settings {
         })
     }
 
+    /// The longest a store call may take.
+    pub fn storage_timeout(&self) -> Duration {
+        match self.storage.backend {
+            StorageBackend::Sqlite => self.storage.sqlite.busy_timeout,
+            StorageBackend::Scylla => self.storage.scylla.request_timeout,
+        }
+    }
+
     /// The configured code key, if any.
     pub fn code_key(&self) -> Option<&str> {
         Some(self.links.code_key.expose_secret()).filter(|k| !k.is_empty())

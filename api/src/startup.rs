@@ -217,7 +217,11 @@ impl Application {
 
         let background = CancellationToken::new();
         let l2 = match settings.cache.redis.url() {
-            Some(_) => Some(RedisCache::new(&settings.cache.redis, metrics.clone())?),
+            Some(_) => Some(RedisCache::new(
+                &settings.cache.redis,
+                settings.storage_timeout(),
+                metrics.clone(),
+            )?),
             None => None,
         };
         let cache = LinkCache::new(

@@ -12,12 +12,15 @@
 //!   calls fail at once, without touching the network; a background probe
 //!   pings Redis every cooldown and closes it when Redis answers. A dead or
 //!   frozen Redis thus costs a few timeouts, not one per request.
-//! - **Invalidation**: creating, changing or deleting a link deletes its
-//!   entry and publishes the code; every instance subscribes and drops it
-//!   from L1. A deletion that fails is kept (bounded) and retried when the
-//!   breaker closes; an instance that loses its subscription clears its L1
-//!   when it subscribes again, since it may have missed messages. The L1 TTL
-//!   is the last safety net.
+//! - **Invalidation**: creating, changing or deleting a link replaces its
+//!   entry with a short-lived tombstone and publishes the code; every other
+//!   instance subscribes and drops it from L1. Write-backs only fill empty
+//!   keys (`SET … NX`), so a load that read the store before the change
+//!   cannot put the old link back while the tombstone lasts (longer than
+//!   any store read may take). An invalidation that fails is kept (bounded)
+//!   and retried when the breaker closes; an instance that loses its
+//!   subscription clears its L1 when it subscribes again, since it may have
+//!   missed messages. The L1 TTL is the last safety net.
 
 use std::{
     collections::HashSet,
@@ -41,9 +44,9 @@ use crate::{config::RedisSettings, metrics::Metrics};
 /// Failed invalidations kept for retry, at most; beyond, the L1 and L2 TTLs
 /// bound the staleness.
 const MAX_PENDING_INVALIDATIONS: usize = 10_000;
-/// A second deletion after an invalidation, once any store read that began
-/// before the change has finished and may have written the old link back.
-const SECOND_DELETE_AFTER: Duration = Duration::from_secs(2);
+/// What an invalidated key holds while a load that read the store before
+/// the change may still try to write the old link back.
+const TOMBSTONE: &[u8] = b"!";
 /// Pause between attempts to subscribe again.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -67,6 +70,11 @@ pub struct RedisCache {
     breaker: Breaker,
     settings: RedisSettings,
     channel: String,
+    /// Tags this instance's invalidation messages, which it skips: it has
+    /// applied them already.
+    instance: String,
+    /// How long tombstones last: longer than any store read.
+    tombstone_secs: u64,
     pending: Mutex<HashSet<Code>>,
     metrics: Arc<Metrics>,
 }
@@ -119,7 +127,13 @@ impl Breaker {
 impl RedisCache {
     /// A pool to `settings.url`; connects lazily, so a Redis that is down
     /// at start only means an open breaker.
-    pub fn new(settings: &RedisSettings, metrics: Arc<Metrics>) -> Result<Arc<Self>, RedisError> {
+    /// `store_timeout` bounds how long a store read may take, which is how
+    /// long an invalidation's tombstone must last.
+    pub fn new(
+        settings: &RedisSettings,
+        store_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, RedisError> {
         let url = settings.url().unwrap_or_default();
         let mut config = Config::from_url(url);
         config.pool = Some(PoolConfig {
@@ -145,6 +159,8 @@ impl RedisCache {
                 opened: Notify::new(),
             },
             channel: format!("{}invalidate", settings.key_prefix),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            tombstone_secs: (store_timeout * 2).as_secs().max(5),
             settings: settings.clone(),
             pending: Mutex::new(HashSet::new()),
             metrics,
@@ -202,16 +218,19 @@ impl RedisCache {
             .await
             .ok()
             .flatten();
-        bytes.and_then(|bytes| match serde_json::from_slice(&bytes) {
-            Ok(entry) => Some(entry),
-            Err(error) => {
-                tracing::warn!(%error, %code, "unreadable L2 entry; ignored");
-                None
+        bytes.filter(|bytes| bytes != TOMBSTONE).and_then(|bytes| {
+            match serde_json::from_slice(&bytes) {
+                Ok(entry) => Some(entry),
+                Err(error) => {
+                    tracing::warn!(%error, %code, "unreadable L2 entry; ignored");
+                    None
+                }
             }
         })
     }
 
-    /// Writes `entry` back in the background; the caller never waits.
+    /// Writes `entry` back in the background, unless the key holds
+    /// anything (a tombstone among others); the caller never waits.
     pub fn put(self: &Arc<Self>, code: &Code, entry: &Entry) {
         if self.breaker.is_open() {
             return;
@@ -233,6 +252,7 @@ impl RedisCache {
                         .arg(&bytes)
                         .arg("EX")
                         .arg(secs)
+                        .arg("NX")
                         .query_async::<()>(conn)
                         .await
                 })
@@ -240,34 +260,29 @@ impl RedisCache {
         });
     }
 
-    /// Deletes the entry of `code` and tells every instance to drop it from
-    /// L1. Kept for retry if Redis cannot be reached.
-    pub async fn invalidate(self: &Arc<Self>, code: &Code) {
-        if self.delete_and_publish(code).await.is_err() {
+    /// Replaces the entry of `code` with a tombstone and tells every other
+    /// instance to drop it from L1. Kept for retry if Redis cannot be
+    /// reached.
+    pub async fn invalidate(&self, code: &Code) {
+        if self.tombstone_and_publish(code).await.is_err() {
             self.keep_pending(code);
-            return;
         }
-        // A load that read the store before the change may still write the
-        // old link back: delete once more when any such load is over.
-        let (this, code) = (self.clone(), code.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(SECOND_DELETE_AFTER).await;
-            if this.delete_and_publish(&code).await.is_err() {
-                this.keep_pending(&code);
-            }
-        });
     }
 
-    async fn delete_and_publish(&self, code: &Code) -> Result<(), RedisError> {
+    async fn tombstone_and_publish(&self, code: &Code) -> Result<(), RedisError> {
         let key = self.key(code);
+        let message = format!("{}:{code}", self.instance);
         self.call(async |conn| {
             redis::pipe()
-                .cmd("DEL")
+                .cmd("SET")
                 .arg(&key)
+                .arg(TOMBSTONE)
+                .arg("EX")
+                .arg(self.tombstone_secs)
                 .ignore()
                 .cmd("PUBLISH")
                 .arg(&self.channel)
-                .arg(code.as_str())
+                .arg(&message)
                 .ignore()
                 .query_async::<()>(conn)
                 .await
@@ -316,7 +331,7 @@ impl RedisCache {
                 pending.drain().collect()
             };
             for code in codes {
-                if self.delete_and_publish(&code).await.is_err() {
+                if self.tombstone_and_publish(&code).await.is_err() {
                     self.keep_pending(&code);
                 }
             }
@@ -347,7 +362,7 @@ impl RedisCache {
                             message = messages.next() => match message {
                                 Some(message) => {
                                     let payload: Result<String, _> = message.get_payload();
-                                    if let Some(code) = payload.ok().and_then(|p| Code::parse(p.as_str()).ok()) {
+                                    if let Some(code) = payload.ok().and_then(|p| self.foreign_code(&p)) {
                                         l1.forget(&code).await;
                                     }
                                 }
@@ -367,6 +382,16 @@ impl RedisCache {
                 () = stop.cancelled() => return,
             }
         }
+    }
+}
+
+impl RedisCache {
+    /// The code of an invalidation message from another instance.
+    fn foreign_code(&self, message: &str) -> Option<Code> {
+        let (instance, code) = message.rsplit_once(':')?;
+        (instance != self.instance)
+            .then(|| Code::parse(code).ok())
+            .flatten()
     }
 }
 

@@ -78,7 +78,7 @@ pub struct TestApp {
     pub settings: Settings,
     stop: CancellationToken,
     server: JoinHandle<()>,
-    _tier: Tier,
+    pub tier: Arc<Tier>,
     _dir: TempDir,
 }
 
@@ -105,13 +105,23 @@ impl Tier {
         }
     }
 
+    /// The tier `SHORTENER_TEST_TIER` names.
     pub fn new(dir: &Path) -> Self {
+        Self::build(dir, Self::production())
+    }
+
+    /// The production tier, whatever `SHORTENER_TEST_TIER` says.
+    pub fn production_tier(dir: &Path) -> Self {
+        Self::build(dir, true)
+    }
+
+    fn build(dir: &Path, production: bool) -> Self {
         let mut env = vec![(
             "SHORTENER__STORAGE__SQLITE__DIR".to_owned(),
             dir.join("data").display().to_string(),
         )];
         let mut keyspace = None;
-        if Self::production() {
+        if production {
             let scylla = scylla_test_options();
             let dc = scylla.local_dc.clone();
             let redis = std::env::var("SHORTENER_TEST_REDIS_URL")
@@ -158,7 +168,25 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let tier = Tier::new(dir.path());
+    let tier = Arc::new(Tier::new(dir.path()));
+    spawn_app_in(tier, dir, configure).await
+}
+
+/// An application on the production tier, whatever `SHORTENER_TEST_TIER`
+/// says.
+pub async fn spawn_production_app(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tier = Arc::new(Tier::production_tier(dir.path()));
+    spawn_app_in(tier, dir, configure).await
+}
+
+/// An application on `tier`, which other applications may share (the same
+/// keyspace and Redis prefix: instances of one deployment).
+pub async fn spawn_app_in(
+    tier: Arc<Tier>,
+    dir: TempDir,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mut settings = tier.settings();
     configure(&mut settings);
     let store = Arc::new(CountingStore {
@@ -183,7 +211,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         settings,
         stop,
         server,
-        _tier: tier,
+        tier,
         _dir: dir,
     }
 }
@@ -248,6 +276,23 @@ impl TestApp {
             .send()
             .await
             .expect("DELETE")
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `shortener_cache_requests_total{tier="l2",result="hit"}`; 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().expect("a number"))
+            })
+            .unwrap_or(0.0)
     }
 
     pub async fn stats(&self, code: &str, query: &str) -> Value {

@@ -12,7 +12,7 @@ use crate::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_one_instance_reach_the_other_within_a_second() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let tier = Arc::new(Tier::production_tier(dir.path()));
     let a = spawn_app_in(tier.clone(), tempfile::tempdir().expect("dir"), |_| {}).await;

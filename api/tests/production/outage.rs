@@ -3,21 +3,26 @@
 use std::{
     path::PathBuf,
     process::Command,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use rand::seq::IndexedRandom;
 use reqwest::{Client, StatusCode, redirect::Policy};
-use tokio::task::JoinHandle;
+use tokio::{
+    sync::{Mutex, MutexGuard},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::TestApp;
 
-/// Held by each test for its whole run: outages must not overlap.
-pub fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Held by each test for its whole run: outages must not overlap. (An
+/// async mutex: each test has a runtime of its own, and holds it across
+/// awaits.)
+pub async fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
 }
 
 fn dev_stack(args: &[&str]) {

@@ -31,7 +31,7 @@ async fn create_links(app: &TestApp) -> Vec<String> {
 }
 
 async fn redis_outage(kind: Kind) {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     // An L1 this short sends nearly every request on to L2, which is what
     // is under test.
     let short_l1 = |s: &mut shortener_api::config::Settings| {

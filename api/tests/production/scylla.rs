@@ -12,7 +12,7 @@ use crate::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_store_down_cached_links_redirect_and_writes_fail_fast() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let app = spawn_production_app(|s| {
         s.storage.scylla.request_timeout = Duration::from_secs(1);
     })

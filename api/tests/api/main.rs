@@ -1,6 +1,10 @@
 //! The API's tests: the real application, on port 0, with its own store.
 
 mod cache;
+#[allow(
+    dead_code,
+    reason = "shared with the production suite; each suite uses part"
+)]
 mod helpers;
 mod links;
 mod service;

@@ -219,6 +219,7 @@ pub struct L1Settings {
 #[serde(rename_all = "lowercase")]
 pub enum EventBackend {
     Inprocess,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +228,25 @@ pub struct EventSettings {
     pub backend: EventBackend,
     pub queue_capacity: usize,
     pub inprocess: InProcessSettings,
+    pub kafka: KafkaSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub create_topic: bool,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub max_buffered: u32,
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    pub compression: String,
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -483,6 +503,47 @@ impl Settings {
                 "events.inprocess.max_pending_rows",
                 "must be at least 1",
             ));
+        }
+        if self.events.backend == EventBackend::Kafka {
+            let kafka = &self.events.kafka;
+            if kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
+                return Err(invalid("events.kafka.brokers", "name at least one broker"));
+            }
+            let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if kafka.topic.is_empty() || kafka.topic.len() > 249 || !kafka.topic.chars().all(legal)
+            {
+                return Err(invalid(
+                    "events.kafka.topic",
+                    "1 to 249 letters, digits, '.', '_' or '-'",
+                ));
+            }
+            if kafka.partitions < 1 {
+                return Err(invalid("events.kafka.partitions", "must be at least 1"));
+            }
+            if kafka.replication_factor < 1 {
+                return Err(invalid(
+                    "events.kafka.replication_factor",
+                    "must be at least 1",
+                ));
+            }
+            if kafka.max_buffered == 0 {
+                return Err(invalid("events.kafka.max_buffered", "must be at least 1"));
+            }
+            if kafka.delivery_timeout < Duration::from_secs(1) {
+                return Err(invalid(
+                    "events.kafka.delivery_timeout",
+                    "must be at least 1s",
+                ));
+            }
+            if !matches!(
+                kafka.compression.as_str(),
+                "none" | "gzip" | "snappy" | "lz4" | "zstd"
+            ) {
+                return Err(invalid(
+                    "events.kafka.compression",
+                    "none, gzip, snappy, lz4 or zstd",
+                ));
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;

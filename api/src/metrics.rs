@@ -56,6 +56,12 @@ pub struct Metrics {
     pub clicks_dropped: Counter,
     pub click_queue_depth: Gauge,
     pub clicks_recorded: Counter,
+    /// Click events acknowledged by Kafka.
+    pub clicks_produced: Counter,
+    /// Click events Kafka did not take in time (also in `clicks_dropped`).
+    pub kafka_delivery_failures: Counter,
+    /// Click events in the producer awaiting delivery.
+    pub kafka_buffered: Gauge,
     pub click_flush_failures: Counter,
 }
 
@@ -96,6 +102,12 @@ impl Metrics {
             "Duration of Redis calls made (pool wait included)",
             redis_seconds.clone(),
         );
+        let kafka_buffered = Gauge::default();
+        registry.register(
+            "kafka_buffered_events",
+            "Click events in the producer awaiting delivery to Kafka",
+            kafka_buffered.clone(),
+        );
         let redis_breaker_open = Gauge::default();
         registry.register(
             "redis_breaker_open",
@@ -117,6 +129,14 @@ impl Metrics {
         let clicks_recorded = counter(
             "clicks_recorded",
             "Click events whose counts reached the store",
+        );
+        let clicks_produced = counter(
+            "clicks_produced",
+            "Click events acknowledged by Kafka (all in-sync replicas)",
+        );
+        let kafka_delivery_failures = counter(
+            "kafka_delivery_failures",
+            "Click events not delivered to Kafka in time (counted as dropped too)",
         );
         let click_flush_failures = counter(
             "click_flush_failures",
@@ -157,6 +177,9 @@ impl Metrics {
             clicks_dropped,
             click_queue_depth,
             clicks_recorded,
+            clicks_produced,
+            kafka_delivery_failures,
+            kafka_buffered,
             click_flush_failures,
         }
     }

@@ -27,14 +27,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cache::{LinkCache, redis::RedisCache},
-    clicks::{ClickPipeline, InProcessSink},
-    config::{Settings, SettingsError, StorageBackend},
+    clicks::{
+        ClickPipeline, ClickSink, InProcessSink,
+        kafka::{KafkaSink, ensure_topic},
+    },
+    config::{EventBackend, Settings, SettingsError, StorageBackend},
     error::{self, json_error, query_error},
     metrics::Metrics,
     openapi,
     routes::{health, links as link_routes, metrics, redirect, stats},
     state::AppState,
 };
+
+/// How long start waits for Kafka to create (or confirm) the clicks topic.
+const TOPIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 2048;
@@ -56,6 +62,8 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
     #[error("cannot set up the Redis cache: {0}")]
     Redis(#[from] crate::cache::redis::RedisError),
+    #[error("cannot set up the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
     #[error("a startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -202,15 +210,27 @@ impl Application {
 
         // Compiling the user-agent rules takes a moment: not on the executor.
         let classifier = tokio::task::spawn_blocking(UserAgentClassifier::shared).await?;
-        let sink = InProcessSink::new(
-            store.clone(),
-            classifier,
-            settings.events.inprocess.clone(),
-            metrics.clone(),
-        );
+        let sink: Box<dyn ClickSink> = match settings.events.backend {
+            EventBackend::Inprocess => Box::new(InProcessSink::new(
+                store.clone(),
+                classifier,
+                settings.events.inprocess.clone(),
+                metrics.clone(),
+            )),
+            EventBackend::Kafka => {
+                let kafka = &settings.events.kafka;
+                if kafka.create_topic
+                    && let Err(error) = ensure_topic(kafka, TOPIC_TIMEOUT).await
+                {
+                    tracing::warn!(%error, "cannot check the clicks topic; producing anyway");
+                }
+                tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "click events go to Kafka");
+                Box::new(KafkaSink::new(kafka, metrics.clone())?)
+            }
+        };
         let pipeline = ClickPipeline::start(
             settings.events.queue_capacity,
-            Box::new(sink),
+            sink,
             settings.events.inprocess.priority,
             metrics.clone(),
         )?;

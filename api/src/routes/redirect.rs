@@ -26,6 +26,9 @@ use crate::{
     state::AppState,
 };
 
+static TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+static TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
+
 /// Browsers may reuse a redirect for this long: repeated clicks by one
 /// visitor within it are not re-counted, and a changed link reaches every
 /// browser within it.
@@ -79,6 +82,7 @@ pub async fn follow(
             header(&header::USER_AGENT),
             state.country_header.as_ref().and_then(header),
         )
+        .with_trace(header(&TRACEPARENT), header(&TRACESTATE))
     });
     Ok(response)
 }

@@ -9,5 +9,6 @@ mod helpers;
 mod outage;
 
 mod instances;
+mod kafka;
 mod redis;
 mod scylla;

@@ -4,6 +4,7 @@
 mod aggregate;
 mod classify;
 mod event;
+pub mod wire;
 
 pub use aggregate::{
     Aggregator, Bucket, ClickBatch, Counts, DIRECT, Dimension, Granularity, LinkClicks, TopKey,

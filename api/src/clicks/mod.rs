@@ -6,7 +6,9 @@
 //! queue, turns each click into a [`ClickEvent`] and hands it to the
 //! [`ClickSink`]: in the embedded default, the [`InProcessSink`], which runs
 //! the same aggregation as the analytics worker and writes the counts to the
-//! store every `events.inprocess.flush_interval`.
+//! store every `events.inprocess.flush_interval`; in the production tier,
+//! the [`kafka::KafkaSink`], which produces each event to Kafka for the
+//! worker.
 //!
 //! The task runs on its own thread at background priority
 //! (`events.inprocess.priority`): under saturation, redirects keep the CPU and
@@ -23,15 +25,21 @@ use chrono::{DateTime, Utc};
 use links::{
     Code, LinkStore,
     background::Priority,
-    clicks::{Aggregator, ClickBatch, ClickEvent, MAX_USER_AGENT, UserAgentClassifier},
+    clicks::{
+        Aggregator, ClickBatch, ClickEvent, MAX_USER_AGENT, UserAgentClassifier, wire::TraceParent,
+    },
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::InProcessSettings, metrics::Metrics};
 
+pub mod kafka;
+
 /// Longest `Referer` copied; only its host is kept, and hosts are short.
 const MAX_REFERER: usize = 1024;
+/// Longest `tracestate` carried on (the W3C limit is 32 members of 256).
+const MAX_TRACESTATE: usize = 512;
 /// Attempts at the final flush on shutdown before the counts are given up.
 const FINAL_FLUSH_ATTEMPTS: u32 = 5;
 /// Clicks taken off the queue at once.
@@ -46,6 +54,22 @@ pub struct Click {
     pub referer: Option<Box<[u8]>>,
     pub user_agent: Option<Box<[u8]>>,
     pub country: Option<[u8; 2]>,
+    /// The W3C trace context the client sent, if any.
+    pub trace: Option<RawTrace>,
+}
+
+/// `traceparent` and `tracestate` as sent, parsed off the hot path.
+#[derive(Debug)]
+pub struct RawTrace {
+    parent: Box<[u8]>,
+    state: Option<Box<[u8]>>,
+}
+
+/// The trace a click belongs to, carried on with its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub parent: TraceParent,
+    pub state: Option<String>,
 }
 
 impl Click {
@@ -63,17 +87,44 @@ impl Click {
             referer: referer.map(|r| copy(r, MAX_REFERER)),
             user_agent: user_agent.map(|ua| copy(ua, MAX_USER_AGENT)),
             country: country.and_then(|c| <[u8; 2]>::try_from(c).ok()),
+            trace: None,
         }
     }
 
-    fn into_event(self) -> ClickEvent {
-        ClickEvent::from_request(
+    /// With the trace context the request carried.
+    pub fn with_trace(mut self, parent: Option<&[u8]>, state: Option<&[u8]>) -> Self {
+        // A valid traceparent is 55 bytes; anything longer is not one.
+        if let Some(parent) = parent.filter(|p| p.len() <= 64) {
+            self.trace = Some(RawTrace {
+                parent: Box::from(parent),
+                state: state.filter(|s| s.len() <= MAX_TRACESTATE).map(Box::from),
+            });
+        }
+        self
+    }
+
+    fn into_event(self) -> (ClickEvent, Trace) {
+        let trace = self
+            .trace
+            .and_then(|raw| {
+                Some(Trace {
+                    parent: TraceParent::parse(&raw.parent)?,
+                    state: raw.state.and_then(|s| String::from_utf8(s.into_vec()).ok()),
+                })
+            })
+            // A click without a trace still gets an id to be found by.
+            .unwrap_or_else(|| Trace {
+                parent: TraceParent::new_root(),
+                state: None,
+            });
+        let event = ClickEvent::from_request(
             self.code,
             self.at,
             self.referer.as_deref(),
             self.user_agent.as_deref(),
             self.country.as_ref().map(|c| c.as_slice()),
-        )
+        );
+        (event, trace)
     }
 }
 
@@ -111,9 +162,10 @@ impl ClickQueue {
 /// Where click events go after the queue.
 #[async_trait]
 pub trait ClickSink: Send + std::fmt::Debug {
-    /// Takes one event. May write (and so take time) when its buffer is
-    /// full: that is the backpressure that fills the queue.
-    async fn accept(&mut self, event: ClickEvent);
+    /// Takes one event, with the trace it belongs to. May write (and so
+    /// take time) when its buffer is full: that is the backpressure that
+    /// fills the queue.
+    async fn accept(&mut self, event: ClickEvent, trace: Trace);
     /// Called every [`ClickSink::tick_interval`].
     async fn tick(&mut self);
     fn tick_interval(&self) -> Duration;
@@ -186,7 +238,7 @@ impl InProcessSink {
 
 #[async_trait]
 impl ClickSink for InProcessSink {
-    async fn accept(&mut self, event: ClickEvent) {
+    async fn accept(&mut self, event: ClickEvent, _: Trace) {
         if self.unwritten.rows() >= self.settings.max_pending_rows {
             // The store has failed long enough to fill the buffer: memory
             // stays bounded, and the loss is counted.
@@ -300,7 +352,8 @@ async fn drain(
                     break;
                 }
                 for click in clicks.drain(..) {
-                    sink.accept(click.into_event()).await;
+                    let (event, trace) = click.into_event();
+                    sink.accept(event, trace).await;
                 }
             }
         }
@@ -308,7 +361,8 @@ async fn drain(
     receiver.close();
     while receiver.recv_many(&mut clicks, RECEIVE_BATCH).await > 0 {
         for click in clicks.drain(..) {
-            sink.accept(click.into_event()).await;
+            let (event, trace) = click.into_event();
+            sink.accept(event, trace).await;
         }
     }
     sink.close().await;
@@ -329,6 +383,23 @@ mod tests {
             Some(b"curl/8"),
             Some(b"de"),
         )
+    }
+
+    #[test]
+    fn clicks_carry_the_clients_trace_or_a_new_one() {
+        let sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (_, trace) = click("abcdefg")
+            .with_trace(Some(sent.as_bytes()), Some(b"vendor=1"))
+            .into_event();
+        assert_eq!(trace.parent.as_str(), sent);
+        assert_eq!(trace.state.as_deref(), Some("vendor=1"));
+        let (_, fresh) = click("abcdefg")
+            .with_trace(Some(b"00-garbage"), Some(b"vendor=1"))
+            .into_event();
+        assert_ne!(fresh.parent.as_str(), sent);
+        assert_eq!(fresh.state, None);
+        let (_, other) = click("abcdefg").into_event();
+        assert_ne!(other.parent, fresh.parent);
     }
 
     #[test]
@@ -356,7 +427,7 @@ mod tests {
 
     #[async_trait]
     impl ClickSink for Recording {
-        async fn accept(&mut self, event: ClickEvent) {
+        async fn accept(&mut self, event: ClickEvent, _: Trace) {
             self.events.lock().expect("lock").push(event);
         }
         async fn tick(&mut self) {}
@@ -437,7 +508,8 @@ mod tests {
             metrics.clone(),
         );
         for i in 0..1_000 {
-            sink.accept(click(&format!("code{i}")).into_event()).await;
+            let (event, trace) = click(&format!("code{i}")).into_event();
+            sink.accept(event, trace).await;
         }
         assert!(sink.unwritten.rows() + sink.aggregator.pending_rows() <= 100 + 8);
         assert!(

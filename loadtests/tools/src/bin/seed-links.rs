@@ -1,5 +1,6 @@
 //! Creates links through the API and writes `code url` lines, or requests
-//! every code of such a file once (to fill the API's cache).
+//! every code of such a file once (to fill the API's cache, or to measure
+//! uncached redirects: it prints the latency percentiles).
 //!
 //! Usage:
 //!   `seed-links create BASE_URL COUNT OUT_FILE [CONCURRENCY]`
@@ -99,15 +100,17 @@ async fn visit(client: &Client, base: &str, codes: &str, concurrency: usize) -> 
     let codes: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
     let found = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    stream::iter(codes.iter())
+    let mut latencies = stream::iter(codes.iter())
         .map(|code| {
             let found = found.clone();
             async move {
+                let sent = Instant::now();
                 let response = client.get(format!("{base}/{code}")).send().await?;
+                let latency = sent.elapsed();
                 if response.status().is_redirection() {
                     found.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok::<_, anyhow::Error>(())
+                Ok::<_, anyhow::Error>(latency)
             }
         })
         .buffer_unordered(concurrency)
@@ -115,11 +118,20 @@ async fn visit(client: &Client, base: &str, codes: &str, concurrency: usize) -> 
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |p: usize| {
+        latencies
+            .get(latencies.len().saturating_sub(1) * p / 100)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     let found = found.load(Ordering::Relaxed);
     println!(
-        "visited={} redirected={found} seconds={:.2}",
+        "visited={} redirected={found} seconds={seconds:.2} per_second={:.0} p50_ms={:.3} p99_ms={:.3}",
         codes.len(),
-        started.elapsed().as_secs_f64()
+        codes.len() as f64 / seconds,
+        percentile(50),
+        percentile(99),
     );
     if found != codes.len() {
         bail!("{} codes did not redirect", codes.len() - found);

@@ -227,6 +227,7 @@ pub enum EventBackend {
 pub struct EventSettings {
     pub backend: EventBackend,
     pub queue_capacity: usize,
+    pub priority: links::background::Priority,
     pub inprocess: InProcessSettings,
     pub kafka: KafkaSettings,
 }
@@ -255,7 +256,6 @@ pub struct InProcessSettings {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     pub max_pending_rows: usize,
-    pub priority: links::background::Priority,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -535,6 +535,12 @@ impl Settings {
                     "must be at least 1s",
                 ));
             }
+            if kafka.linger >= kafka.delivery_timeout {
+                return Err(invalid(
+                    "events.kafka.linger",
+                    "must be shorter than events.kafka.delivery_timeout",
+                ));
+            }
             if !matches!(
                 kafka.compression.as_str(),
                 "none" | "gzip" | "snappy" | "lz4" | "zstd"
@@ -684,11 +690,71 @@ mod tests {
             ("SHORTENER__HTTP__WORKERS", "many", "http.workers"),
             ("SHORTENER__CACHE__L1__TTL", "soon", "cache.l1.ttl"),
             ("SHORTENER__STORAGE__BACKEND", "oracle", "storage.backend"),
+            (
+                "SHORTENER__CACHE__REDIS__URL",
+                "http://cache:6379",
+                "SHORTENER__CACHE__REDIS__URL",
+            ),
         ];
         for (name, value, mentioned) in cases {
             let err = load(&[(name, value)]).expect_err(name).to_string();
             assert!(err.contains(mentioned), "{name}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn production_settings_are_checked_when_chosen() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[
+                    ("SHORTENER__STORAGE__BACKEND", "scylla"),
+                    ("SHORTENER__STORAGE__SCYLLA__REPLICATION", "dc1"),
+                ],
+                "SHORTENER__STORAGE__SCYLLA__REPLICATION",
+            ),
+            (
+                &[
+                    ("SHORTENER__STORAGE__BACKEND", "scylla"),
+                    ("SHORTENER__STORAGE__SCYLLA__KEYSPACE", "Bad-Name"),
+                ],
+                "SHORTENER__STORAGE__SCYLLA__KEYSPACE",
+            ),
+            (
+                &[
+                    ("SHORTENER__EVENTS__BACKEND", "kafka"),
+                    ("SHORTENER__EVENTS__KAFKA__LINGER", "1m"),
+                ],
+                "SHORTENER__EVENTS__KAFKA__LINGER",
+            ),
+            (
+                &[
+                    ("SHORTENER__EVENTS__BACKEND", "kafka"),
+                    ("SHORTENER__EVENTS__KAFKA__TOPIC", "no spaces"),
+                ],
+                "SHORTENER__EVENTS__KAFKA__TOPIC",
+            ),
+        ];
+        for (env, mentioned) in cases {
+            let err = load(env).expect_err(mentioned).to_string();
+            assert!(err.contains(mentioned), "{env:?}: {err}");
+        }
+        let s = load(&[
+            ("SHORTENER__STORAGE__BACKEND", "scylla"),
+            ("SHORTENER__STORAGE__SCYLLA__NODES", "a:9042,b:9042"),
+            ("SHORTENER__STORAGE__SCYLLA__REPLICATION", "eu:3, us:2"),
+            ("SHORTENER__CACHE__REDIS__URL", "redis://cache:6379/0"),
+            ("SHORTENER__EVENTS__BACKEND", "kafka"),
+        ])
+        .expect("valid");
+        assert_eq!(s.storage.scylla.nodes, ["a:9042", "b:9042"]);
+        assert_eq!(
+            s.storage.scylla.replication().expect("valid"),
+            [("eu".to_owned(), 3), ("us".to_owned(), 2)]
+        );
+        assert!(
+            !format!("{s:?}").contains("redis://cache"),
+            "the URL may hold a password"
+        );
     }
 
     #[test]

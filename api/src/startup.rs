@@ -100,7 +100,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
                 max_in_flight: sqlite.max_in_flight,
                 busy_timeout: sqlite.busy_timeout,
                 retention,
-                background: settings.events.inprocess.priority,
+                background: settings.events.priority,
             })
             .await?;
             tracing::info!(dir = %sqlite.dir.display(), "opened the embedded SQLite store");
@@ -225,13 +225,17 @@ impl Application {
                     tracing::warn!(%error, "cannot check the clicks topic; producing anyway");
                 }
                 tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "click events go to Kafka");
-                Box::new(KafkaSink::new(kafka, metrics.clone())?)
+                Box::new(KafkaSink::new(
+                    kafka,
+                    settings.events.priority,
+                    metrics.clone(),
+                )?)
             }
         };
         let pipeline = ClickPipeline::start(
             settings.events.queue_capacity,
             sink,
-            settings.events.inprocess.priority,
+            settings.events.priority,
             metrics.clone(),
         )?;
 

@@ -21,9 +21,12 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use links::clicks::{
-    ClickEvent,
-    wire::{self, SCHEMA_HEADER, SCHEMA_V1, TRACEPARENT, TRACESTATE},
+use links::{
+    background::Priority,
+    clicks::{
+        ClickEvent,
+        wire::{self, SCHEMA_HEADER, SCHEMA_V1, TRACEPARENT, TRACESTATE},
+    },
 };
 use rdkafka::{
     ClientConfig, ClientContext,
@@ -109,9 +112,30 @@ fn producer_config(settings: &KafkaSettings) -> ClientConfig {
 impl KafkaSink {
     /// A producer for `settings.topic`. It connects in the background: a
     /// Kafka that is down at start only means buffered, then dropped, events.
-    pub fn new(settings: &KafkaSettings, metrics: Arc<Metrics>) -> Result<Self, KafkaError> {
-        let producer = producer_config(settings).create_with_context(Deliveries {
+    ///
+    /// librdkafka's threads (one per broker, and the polling thread) are
+    /// started from a thread scheduled at `priority`, whose scheduling they
+    /// inherit: producing clicks then yields the CPU to serving redirects,
+    /// as the rest of the click pipeline does.
+    pub fn new(
+        settings: &KafkaSettings,
+        priority: Priority,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
+        let config = producer_config(settings);
+        let context = Deliveries {
             metrics: metrics.clone(),
+        };
+        let producer = std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    if let Err(error) = links::background::set_current_thread(priority) {
+                        tracing::warn!(%error, "cannot lower the Kafka producer's priority");
+                    }
+                    config.create_with_context(context)
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
         Ok(Self {
             producer,

@@ -11,7 +11,7 @@
 //! worker.
 //!
 //! The task runs on its own thread at background priority
-//! (`events.inprocess.priority`): under saturation, redirects keep the CPU and
+//! (`events.priority`): under saturation, redirects keep the CPU and
 //! the queue absorbs, then drops, clicks. On shutdown the task drains what
 //! is queued and flushes, so a clean stop loses no counted click.
 
@@ -499,7 +499,6 @@ mod tests {
         let settings = InProcessSettings {
             flush_interval: Duration::from_secs(1),
             max_pending_rows: 100,
-            priority: Priority::Normal,
         };
         let mut sink = InProcessSink::new(
             Arc::new(Down),

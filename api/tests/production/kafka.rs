@@ -207,3 +207,42 @@ async fn with_kafka_down_redirects_go_on_and_every_lost_event_is_counted() {
     );
     eprintln!("{clicks} clicks: {produced} produced, {dropped} dropped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_delivers_every_buffered_event() {
+    let _serial = one_at_a_time().await;
+    let topic = format!("test-clicks-{:x}", rand::random::<u64>());
+    let app = spawn_production_app(kafka_app_settings(topic.clone())).await;
+    let codes = create_links(&app, 10).await;
+    for code in &codes {
+        app.get(&format!("/{code}")).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the producer is connected",
+        || async { app.metric(PRODUCED).await == 10.0 },
+    )
+    .await;
+
+    // A frozen broker: events pile up in the producer's buffer.
+    let outage = Outage::begin("kafka", Kind::Frozen).await;
+    for code in codes.iter().cycle().take(500) {
+        let response = app.get(&format!("/{code}")).await;
+        assert_eq!(response.status(), StatusCode::FOUND);
+    }
+    eventually(Duration::from_secs(5), "500 events buffered", || async {
+        app.metric(BUFFERED).await == 500.0
+    })
+    .await;
+    // Stop while they are buffered; the broker thaws during the flush.
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!stopping.is_finished(), "the stop waits for the flush");
+    outage.end().await;
+    stopping.await.expect("stopped");
+
+    let messages = tokio::task::spawn_blocking(move || consume_all(&topic, 510))
+        .await
+        .expect("consumer task");
+    assert_eq!(messages.len(), 510);
+}

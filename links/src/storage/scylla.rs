@@ -15,11 +15,12 @@
 //!   this link's token digest (ours) or another's (a conflict).
 //! - **Id blocks** are leased by compare-and-set on a counter row. An
 //!   unknown outcome is treated as lost: the block is skipped, never shared.
-//! - **PATCH and DELETE** rewrite the whole row (so every cell carries the
-//!   new TTL) under `IF revision = ?`, retrying on a concurrent change.
+//! - **PATCH and DELETE** rewrite the whole row with an `INSERT` (so every
+//!   cell and the row marker carry the new TTL) in a conditional batch
+//!   guarded by `IF revision = ?`, retrying on a concurrent change.
 //!
-//! Links expire by TTL at the end of their retention. A row whose cells
-//! expired before its row marker reads as absent (`url` is null).
+//! Links expire by TTL at the end of their retention, the whole row at
+//! once, so a forgotten alias can be taken again.
 //!
 //! The schema is the numbered CQL files in `migrations/scylla`, applied by
 //! [`migrate`] into a keyspace replicated per datacenter
@@ -238,8 +239,8 @@ impl ScyllaStore {
         expected: i32,
     ) -> Result<Option<()>, StoreError> {
         let revision = expected.wrapping_add(1);
-        let values = (
-            ttl_secs(link.purge_at(self.retention)),
+        let row = (
+            link.code.as_str(),
             link.url.as_str(),
             link.created_at,
             link.expires_at,
@@ -248,13 +249,18 @@ impl ScyllaStore {
             link.deleted_at,
             link.token.as_bytes().as_slice(),
             revision,
-            link.code.as_str(),
-            expected,
+            ttl_secs(link.purge_at(self.retention)),
         );
-        match self
-            .execute(&self.statements.rewrite_link_if_revision, values)
-            .await
-        {
+        let guard = (revision, link.code.as_str(), expected);
+        let outcome = match self.permit().await {
+            Ok(_permit) => self
+                .session
+                .batch(&self.statements.rewrite_link_if_revision, (row, guard))
+                .await
+                .map_err(|e| Failure::Cql(Box::new(e))),
+            Err(e) => Err(Failure::NotSent(e)),
+        };
+        match outcome {
             Ok(result) => Ok(lwt_applied(result)?.then_some(())),
             Err(e) if maybe_applied(&e) => {
                 // Ours applied if the row holds our revision with our values:

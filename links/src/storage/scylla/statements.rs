@@ -7,7 +7,12 @@
 //! conditional write.
 
 use scylla::{
-    client::session::Session, frame::types::Consistency, statement::prepared::PreparedStatement,
+    client::session::Session,
+    frame::types::Consistency,
+    statement::{
+        batch::{Batch, BatchStatement, BatchType},
+        prepared::PreparedStatement,
+    },
 };
 
 use crate::storage::StoreError;
@@ -17,7 +22,10 @@ pub(super) struct Statements {
     pub(super) insert_link_if_absent: PreparedStatement,
     pub(super) select_link: PreparedStatement,
     pub(super) select_link_serial: PreparedStatement,
-    pub(super) rewrite_link_if_revision: PreparedStatement,
+    /// An unconditional `INSERT` of the whole row (so the row marker takes
+    /// the new TTL too) and `UPDATE … IF revision = ?`: a conditional batch
+    /// in one partition, applied whole or not at all.
+    pub(super) rewrite_link_if_revision: Batch,
     pub(super) select_next_serial: PreparedStatement,
     pub(super) advance_next_if: PreparedStatement,
     pub(super) insert_reserved: PreparedStatement,
@@ -74,15 +82,32 @@ impl Statements {
                 serial,
             )
             .await?,
-            rewrite_link_if_revision: prepare(
-                "UPDATE links USING TTL ? SET url = ?, created_at = ?, expires_at = ?, \
-                 redirect = ?, forward_query = ?, deleted_at = ?, token_digest = ?, revision = ? \
-                 WHERE code = ? IF revision = ?"
-                    .into(),
-                false,
-                None,
-            )
-            .await?,
+            rewrite_link_if_revision: {
+                let insert = prepare(
+                    format!(
+                        "INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                         USING TTL ?"
+                    ),
+                    false,
+                    None,
+                )
+                .await?;
+                let guard = prepare(
+                    "UPDATE links SET revision = ? WHERE code = ? IF revision = ?".into(),
+                    false,
+                    None,
+                )
+                .await?;
+                let mut batch = Batch::new_with_statements(
+                    BatchType::Logged,
+                    vec![
+                        BatchStatement::PreparedStatement(insert),
+                        BatchStatement::PreparedStatement(guard),
+                    ],
+                );
+                batch.set_is_idempotent(false);
+                batch
+            },
             select_next_serial: prepare(
                 "SELECT next FROM id_blocks WHERE name = ?".into(),
                 true,

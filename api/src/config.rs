@@ -457,10 +457,12 @@ impl Settings {
         }
         if let Some(url) = self.cache.redis.url() {
             let parsed = url::Url::parse(url).ok();
-            if !parsed.is_some_and(|u| matches!(u.scheme(), "redis" | "rediss" | "unix")) {
+            // TLS (rediss://) is not compiled in: refused here rather than
+            // failing every call at run time behind an open breaker.
+            if !parsed.is_some_and(|u| matches!(u.scheme(), "redis" | "unix")) {
                 return Err(invalid(
                     "cache.redis.url",
-                    "must be a redis://, rediss:// or unix:// URL",
+                    "must be a redis:// or unix:// URL (this build has no TLS for Redis)",
                 ));
             }
             let redis = &self.cache.redis;
@@ -693,6 +695,11 @@ mod tests {
             (
                 "SHORTENER__CACHE__REDIS__URL",
                 "http://cache:6379",
+                "SHORTENER__CACHE__REDIS__URL",
+            ),
+            (
+                "SHORTENER__CACHE__REDIS__URL",
+                "rediss://cache:6380",
                 "SHORTENER__CACHE__REDIS__URL",
             ),
         ];

@@ -31,17 +31,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-log() { printf '== %s\n' "$*" >&2; }
-
-wait_for() { # URL
-  for _ in $(seq 1 600); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "no answer from $1" >&2
-  return 1
-}
+# shellcheck source=loadtests/lib.sh
+source loadtests/lib.sh
 
 keyspace="bench_$(date +%s)"
 production_env=(
@@ -75,36 +66,13 @@ stop_api() { # NAME
   wait "${!pid_var}" || true
 }
 
-# wrk output → "rps p50_ms p99_ms non_3xx"
-run_wrk() { # URL SCRIPT CODES
-  local out
-  out=$(CODES="$3" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$2" "$1")
-  echo "$out" >>"$work/wrk.log"
-  echo "$out" | awk '
-    function ms(v) {
-      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-      return v
-    }
-    /Requests\/sec:/ { rps = $2 }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    /Non-2xx or 3xx responses:/ { bad = $5 }
-    END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, bad + 0 }'
-}
-
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 
 log "the dev stack"
 infra/dev-stack up >&2
 log "building release binaries"
 cargo build --release --locked -p shortener-api -p loadtest-tools >&2
-if ! command -v wrk >/dev/null; then
-  log "installing wrk (Debian package)"
-  (apt-get update -qq && apt-get install -y -qq wrk) >&2
-fi
+install_wrk
 
 embedded_url="http://127.0.0.1:$EMBEDDED_PORT"
 production_url="http://127.0.0.1:$PRODUCTION_PORT"

@@ -109,6 +109,21 @@ pub struct ScyllaOptions {
     pub retention: chrono::Duration,
 }
 
+/// A link row's columns and its TTL, as bound to the statements that write
+/// it whole.
+type RowValues<'a> = (
+    &'a str,
+    &'a str,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    i16,
+    bool,
+    Option<DateTime<Utc>>,
+    &'a [u8],
+    i32,
+    i32,
+);
+
 /// The production [`LinkStore`].
 pub struct ScyllaStore {
     session: Session,
@@ -231,15 +246,10 @@ impl ScyllaStore {
         row.into_stored()
     }
 
-    /// Rewrites a link whole, with the TTL its state implies, if nobody
-    /// changed it since `expected` was read. `Ok(None)`: somebody did.
-    async fn rewrite_if_unchanged(
-        &self,
-        link: &Link,
-        expected: i32,
-    ) -> Result<Option<()>, StoreError> {
-        let revision = expected.wrapping_add(1);
-        let row = (
+    /// The bind values of a whole link row, in `LINK_COLUMNS` order, then
+    /// the TTL its state implies.
+    fn row_values<'a>(&self, link: &'a Link, revision: i32) -> RowValues<'a> {
+        (
             link.code.as_str(),
             link.url.as_str(),
             link.created_at,
@@ -250,7 +260,18 @@ impl ScyllaStore {
             link.token.as_bytes().as_slice(),
             revision,
             ttl_secs(link.purge_at(self.retention)),
-        );
+        )
+    }
+
+    /// Rewrites a link whole, with the TTL its state implies, if nobody
+    /// changed it since `expected` was read. `Ok(None)`: somebody did.
+    async fn rewrite_if_unchanged(
+        &self,
+        link: &Link,
+        expected: i32,
+    ) -> Result<Option<()>, StoreError> {
+        let revision = expected.wrapping_add(1);
+        let row = self.row_values(link, revision);
         let guard = (revision, link.code.as_str(), expected);
         let outcome = match self.permit().await {
             Ok(_permit) => self
@@ -537,17 +558,7 @@ impl LinkStore for ScyllaStore {
     }
 
     async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError> {
-        let values = (
-            link.code.as_str(),
-            link.url.as_str(),
-            link.created_at,
-            link.expires_at,
-            link.redirect.as_u16() as i16,
-            link.forward_query,
-            link.deleted_at,
-            link.token.as_bytes().as_slice(),
-            ttl_secs(link.purge_at(self.retention)),
-        );
+        let values = self.row_values(link, 0);
         match uniqueness {
             Uniqueness::Generated => self
                 .execute(&self.statements.insert_link, values)

@@ -59,13 +59,13 @@ impl Statements {
         let serial = Some(Consistency::LocalSerial);
         Ok(Self {
             insert_link: prepare(
-                format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) USING TTL ?"),
+                format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
                 true,
                 None,
             )
             .await?,
             insert_link_if_absent: prepare(
-                format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) IF NOT EXISTS USING TTL ?"),
+                format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"),
                 false,
                 None,
             )

@@ -11,16 +11,17 @@ use std::{
     time::Duration,
 };
 
-use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
+pub use links::settings::{LogFormat, LogSettings, env_name};
+use links::{
+    settings::{LoadError, config_dir, layered},
+    storage::scylla::{InvalidSetting, ScyllaSettings},
+};
 use serde::Deserialize;
 
 /// The built-in defaults, and the reference of every key.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
-const ENV_PREFIX: &str = "SHORTENER";
-/// Names the directory of `*.toml` overrides (default `./config`).
-const CONFIG_DIR_VAR: &str = "SHORTENER_CONFIG_DIR";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,87 +80,6 @@ pub struct StorageSettings {
     pub backend: StorageBackend,
     pub sqlite: SqliteSettings,
     pub scylla: ScyllaSettings,
-}
-
-/// Consistency levels offered for reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsistencySetting {
-    LocalQuorum,
-    Quorum,
-    EachQuorum,
-    LocalOne,
-    One,
-    All,
-}
-
-impl From<ConsistencySetting> for links::storage::scylla::Consistency {
-    fn from(c: ConsistencySetting) -> Self {
-        use links::storage::scylla::Consistency as C;
-        match c {
-            ConsistencySetting::LocalQuorum => C::LocalQuorum,
-            ConsistencySetting::Quorum => C::Quorum,
-            ConsistencySetting::EachQuorum => C::EachQuorum,
-            ConsistencySetting::LocalOne => C::LocalOne,
-            ConsistencySetting::One => C::One,
-            ConsistencySetting::All => C::All,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScyllaSettings {
-    pub nodes: Vec<String>,
-    pub local_dc: String,
-    pub keyspace: String,
-    pub replication: String,
-    pub consistency: ConsistencySetting,
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub speculative_after: Duration,
-    pub username: String,
-    pub password: SecretString,
-    pub max_in_flight: usize,
-    pub migrate_on_start: bool,
-}
-
-impl ScyllaSettings {
-    /// `replication` as (datacenter, replicas) pairs: "dc1:3,dc2:3".
-    pub fn replication(&self) -> Result<Vec<(String, u32)>, SettingsError> {
-        let key = "storage.scylla.replication";
-        self.replication
-            .split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .map(|part| {
-                let (dc, n) = part
-                    .split_once(':')
-                    .ok_or_else(|| invalid(key, format!("'{part}' is not DATACENTER:REPLICAS")))?;
-                let n: u32 = n
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=9).contains(n))
-                    .ok_or_else(|| invalid(key, format!("'{part}': replicas must be 1 to 9")))?;
-                let dc = dc.trim();
-                if dc.is_empty() || dc.contains(['\'', '"']) {
-                    return Err(invalid(key, format!("'{part}': bad datacenter name")));
-                }
-                Ok((dc.to_owned(), n))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(|pairs| {
-                if pairs.is_empty() {
-                    Err(invalid(key, "name at least one datacenter"))
-                } else {
-                    Ok(pairs)
-                }
-            })
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,36 +178,25 @@ pub struct InProcessSettings {
     pub max_pending_rows: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    pub level: String,
-    pub format: LogFormat,
-}
-
 /// A configuration the service cannot start with.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("configuration: cannot read {dir}: {source}")]
-    Dir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    Deserialize(#[from] config::ConfigError),
     #[error("configuration key {key} (environment {env}): {reason}")]
     Invalid {
         key: &'static str,
         env: String,
         reason: String,
     },
+}
+
+impl From<InvalidSetting> for SettingsError {
+    fn from(e: InvalidSetting) -> Self {
+        invalid(e.key, e.reason)
+    }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
@@ -298,21 +207,10 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
     }
 }
 
-/// The environment variable that sets a key: `http.listen` →
-/// `SHORTENER__HTTP__LISTEN`.
-pub fn env_name(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}__{}",
-        key.replace('.', "__").to_ascii_uppercase()
-    )
-}
-
 impl Settings {
     /// Reads the configuration of this process.
     pub fn load() -> Result<Self, SettingsError> {
-        let dir =
-            std::env::var_os(CONFIG_DIR_VAR).map_or_else(|| PathBuf::from("config"), PathBuf::from);
-        Self::load_from(Some(&dir), std::env::vars())
+        Self::load_from(Some(&config_dir()), std::env::vars())
     }
 
     /// Reads defaults, then `dir/*.toml` if there is such a directory, then
@@ -321,25 +219,13 @@ impl Settings {
         dir: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        for file in dir.map(toml_files).transpose()?.unwrap_or_default() {
-            builder = builder.add_source(File::from(file).format(FileFormat::Toml));
-        }
-        let env = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}__")))
-            .collect();
-        builder = builder.add_source(
-            Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("links.blocked_hosts")
-                .with_list_parse_key("storage.scylla.nodes")
-                .try_parsing(true)
-                .source(Some(env)),
-        );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let settings: Settings = layered(
+            DEFAULTS,
+            dir,
+            env,
+            &["links.blocked_hosts", "storage.scylla.nodes"],
+        )?
+        .try_deserialize()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -435,25 +321,7 @@ impl Settings {
             ));
         }
         if self.storage.backend == StorageBackend::Scylla {
-            let scylla = &self.storage.scylla;
-            if scylla.nodes.iter().all(|n| n.trim().is_empty()) {
-                return Err(invalid("storage.scylla.nodes", "name at least one node"));
-            }
-            links::storage::scylla::check_keyspace_name(&scylla.keyspace)
-                .map_err(|e| invalid("storage.scylla.keyspace", e.to_string()))?;
-            scylla.replication()?;
-            if scylla.request_timeout.is_zero() {
-                return Err(invalid(
-                    "storage.scylla.request_timeout",
-                    "must be longer than zero",
-                ));
-            }
-            if scylla.max_in_flight == 0 {
-                return Err(invalid(
-                    "storage.scylla.max_in_flight",
-                    "must be at least 1",
-                ));
-            }
+            self.storage.scylla.validate()?;
         }
         if let Some(url) = self.cache.redis.url() {
             let parsed = url::Url::parse(url).ok();
@@ -552,9 +420,17 @@ impl Settings {
                     "none, gzip, snappy, lz4 or zstd",
                 ));
             }
+            if self.storage.backend != StorageBackend::Scylla {
+                return Err(invalid(
+                    "events.backend",
+                    "\"kafka\" needs storage.backend = \"scylla\": shortener-worker \
+                     writes the counts that the stats API reads to ScyllaDB",
+                ));
+            }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", e.to_string()))?;
+        self.log
+            .validate()
+            .map_err(|reason| invalid("log.level", reason))?;
         Ok(())
     }
 
@@ -586,28 +462,10 @@ impl Settings {
     }
 }
 
-fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, SettingsError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(SettingsError::Dir {
-                dir: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use config::{Config, File, FileFormat};
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));

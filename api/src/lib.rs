@@ -8,8 +8,8 @@
 //! - [`cache`]: L1, the in-process link cache.
 //! - [`clicks`]: the bounded click queue and the pipeline that drains it.
 //! - [`error`]: the API's error type and its `problem+json` responses.
-//! - [`state`], [`metrics`], [`openapi`], [`telemetry`]: shared state,
-//!   Prometheus metrics, the OpenAPI document, logging.
+//! - [`state`], [`metrics`], [`openapi`]: shared state,
+//!   Prometheus metrics, the OpenAPI document.
 
 pub mod cache;
 pub mod clicks;
@@ -20,6 +20,5 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;
-pub mod telemetry;
 
 pub use startup::Application;

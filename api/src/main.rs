@@ -1,4 +1,4 @@
-use shortener_api::{Application, config::Settings, startup, telemetry};
+use shortener_api::{Application, config::Settings, startup};
 
 const USAGE: &str = "usage: shortener-api [serve | migrate]
   serve    run the service (the default)
@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load()?;
-    telemetry::init(&settings.log);
+    settings.log.init();
     match command.as_deref() {
         None | Some("serve") => {
             Application::build(settings)

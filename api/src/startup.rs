@@ -18,7 +18,7 @@ use links::{
     clicks::UserAgentClassifier,
     codegen::{CodeAllocator, CodeGenerator, CodeKey, GeneratorError},
     storage::{
-        scylla::{ScyllaOptions, ScyllaStore},
+        scylla::{ClickCounts, ScyllaOptions, ScyllaStore},
         sqlite::{SqliteOptions, SqliteStore},
     },
     target::host_of,
@@ -125,24 +125,16 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
 
 /// The Scylla adapter's options from the settings.
 pub fn scylla_options(settings: &Settings) -> Result<ScyllaOptions, StartupError> {
-    use secrecy::ExposeSecret;
-    let scylla = &settings.storage.scylla;
-    let password = scylla.password.expose_secret();
-    Ok(ScyllaOptions {
-        nodes: scylla.nodes.iter().map(|n| n.trim().to_owned()).collect(),
-        local_dc: scylla.local_dc.clone(),
-        keyspace: scylla.keyspace.clone(),
-        replication: scylla.replication()?,
-        consistency: scylla.consistency.into(),
-        request_timeout: scylla.request_timeout,
-        connect_timeout: scylla.connect_timeout,
-        speculative_after: Some(scylla.speculative_after).filter(|d| !d.is_zero()),
-        username: Some(scylla.username.clone()).filter(|u| !u.is_empty()),
-        password: Some(password.to_owned()).filter(|p| !p.is_empty()),
-        max_in_flight: scylla.max_in_flight,
-        retention: chrono::Duration::from_std(settings.links.retention)
-            .unwrap_or(chrono::Duration::MAX),
-    })
+    // With Kafka, the worker counts clicks; in process, the API does.
+    let click_counts = match settings.events.backend {
+        EventBackend::Kafka => ClickCounts::Ledger,
+        EventBackend::Inprocess => ClickCounts::Counters,
+    };
+    Ok(settings
+        .storage
+        .scylla
+        .options(settings.links.retention, click_counts)
+        .map_err(SettingsError::from)?)
 }
 
 /// `shortener-api migrate`: brings the configured store's schema up to

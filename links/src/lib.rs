@@ -12,6 +12,7 @@
 //!   aggregation that turns events into counts.
 //! - [`stats`]: the statistics a link's owner reads.
 //! - [`storage`]: the [`LinkStore`] port and its adapters.
+//! - [`settings`]: configuration layers and logging, shared by both binaries.
 //!
 //! Nothing here knows about HTTP; the API converts requests into these
 //! types once, at its edge.
@@ -21,6 +22,7 @@ pub mod clicks;
 pub mod code;
 pub mod codegen;
 pub mod link;
+pub mod settings;
 pub mod stats;
 pub mod storage;
 pub mod target;

@@ -69,14 +69,18 @@ pub struct ClickStats {
 impl ClickStats {
     /// Assembles the answer from stored rows: bucket starts with their
     /// counts, and per-dimension counts over the range of days (summed here
-    /// when a value comes once per day).
+    /// when a bucket or a value comes more than once: once per source, or
+    /// once per day).
     pub fn assemble(
         query: &StatsQuery,
         totals: Counts,
         buckets: impl IntoIterator<Item = (i64, Counts)>,
         top_sums: impl IntoIterator<Item = (Dimension, String, u64)>,
     ) -> Self {
-        let by_start: HashMap<i64, Counts> = buckets.into_iter().collect();
+        let mut by_start: HashMap<i64, Counts> = HashMap::new();
+        for (start, counts) in buckets {
+            by_start.entry(start).or_default().add(counts);
+        }
         let (first, end) = query.bucket_range();
         let step = query.granularity.seconds();
         let series = (first..end)

@@ -24,7 +24,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, other: Counts) {
+    pub fn add(&mut self, other: Counts) {
         self.clicks += other.clicks;
         self.bot_clicks += other.bot_clicks;
     }

@@ -84,6 +84,7 @@ pub fn scylla_test_options() -> super::scylla::ScyllaOptions {
         password: None,
         max_in_flight: 256,
         retention: Duration::days(30),
+        click_counts: super::scylla::ClickCounts::Counters,
     }
 }
 

@@ -27,7 +27,9 @@
 //! (`NetworkTopologyStrategy`).
 
 mod clicks;
+mod ledger;
 mod schema;
+mod settings;
 mod statements;
 
 use std::{sync::Arc, time::Duration};
@@ -51,7 +53,9 @@ use tokio::sync::Semaphore;
 
 pub use scylla::frame::types::Consistency;
 
+pub use self::ledger::{Progress, Tally, TallyKey};
 pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};
+pub use self::settings::{ConsistencySetting, InvalidSetting, ScyllaSettings};
 use self::statements::Statements;
 use super::{IdBlock, LinkStore, StoreError, Uniqueness};
 use crate::{
@@ -107,6 +111,18 @@ pub struct ScyllaOptions {
     pub max_in_flight: usize,
     /// How long expired or deleted links keep answering 410.
     pub retention: chrono::Duration,
+    /// Which click counts the stats API reads.
+    pub click_counts: ClickCounts,
+}
+
+/// Where a deployment's click counts are: which pipeline writes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClickCounts {
+    /// Counter tables, incremented by the API's in-process pipeline.
+    #[default]
+    Counters,
+    /// The ledger tables of `shortener-worker`: exact, from Kafka.
+    Ledger,
 }
 
 /// A link row's columns and its TTL, as bound to the statements that write
@@ -131,6 +147,7 @@ pub struct ScyllaStore {
     in_flight: Semaphore,
     request_timeout: Duration,
     retention: chrono::Duration,
+    click_counts: ClickCounts,
     keyspace: String,
 }
 
@@ -201,6 +218,7 @@ impl ScyllaStore {
             in_flight: Semaphore::new(options.max_in_flight.max(1)),
             request_timeout: options.request_timeout,
             retention: options.retention,
+            click_counts: options.click_counts,
             keyspace: options.keyspace,
         }))
     }

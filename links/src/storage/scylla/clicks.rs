@@ -1,9 +1,12 @@
-//! Click counts in counter tables, written by the in-process pipeline.
+//! Click counts in counter tables, written by the in-process pipeline, and
+//! the stats reads of either kind of counts.
 
 use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
-use scylla::value::Counter;
+use scylla::{
+    deserialize::value::DeserializeValue, statement::prepared::PreparedStatement, value::Counter,
+};
 
-use super::{PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, corrupt, from_execution};
+use super::{ClickCounts, PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, corrupt, from_execution};
 use crate::{
     clicks::{ClickBatch, Counts, Dimension},
     code::Code,
@@ -69,30 +72,64 @@ impl ScyllaStore {
     }
 
     /// Totals, the bucket range (one partition, paged) and the tops of each
-    /// day in the range (a partition per day, a few at once).
+    /// day in the range (a partition per day, a few at once), from the
+    /// tables the configured [`ClickCounts`] names.
     pub(super) async fn read_click_stats(
         &self,
         code: &Code,
         query: &StatsQuery,
     ) -> Result<ClickStats, StoreError> {
-        let s = &self.statements;
+        match self.click_counts {
+            ClickCounts::Counters => {
+                let s = &self.statements;
+                self.read_counts::<Counter>(
+                    [&s.select_totals, &s.select_buckets, &s.select_tops],
+                    code,
+                    query,
+                )
+                .await
+            }
+            ClickCounts::Ledger => {
+                let s = &self.statements.ledger;
+                self.read_counts::<i64>(
+                    [&s.select_totals, &s.select_buckets, &s.select_tops],
+                    code,
+                    query,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The stats of one link from a totals, a buckets and a tops statement
+    /// whose count columns are of type `C`. Rows with the same key (the
+    /// ledger's sources) add up.
+    async fn read_counts<C: CountCell>(
+        &self,
+        [totals, buckets, tops]: [&PreparedStatement; 3],
+        code: &Code,
+        query: &StatsQuery,
+    ) -> Result<ClickStats, StoreError> {
         let result = self
-            .execute(&s.select_totals, (code.as_str(),))
+            .execute(totals, (code.as_str(),))
             .await
             .map_err(from_execution)?;
-        let totals = result
+        let mut sum = Counts::default();
+        for row in result
             .into_rows_result()
             .map_err(corrupt)?
-            .maybe_first_row::<(Option<Counter>, Option<Counter>)>()
+            .rows::<(Option<C>, Option<C>)>()
             .map_err(corrupt)?
-            .map(|(clicks, bots)| Counts {
-                clicks: count(clicks),
-                bot_clicks: count(bots),
-            })
-            .unwrap_or_default();
+        {
+            let (clicks, bots) = row.map_err(corrupt)?;
+            sum.add(Counts {
+                clicks: C::count(clicks),
+                bot_clicks: C::count(bots),
+            });
+        }
 
         let (first, end) = query.bucket_range();
-        let mut bucket_statement = s.select_buckets.clone();
+        let mut bucket_statement = buckets.clone();
         bucket_statement.set_page_size(PAGE_ROWS);
         let buckets: Vec<(i64, Counts)> = {
             let _permit = self.permit().await?;
@@ -103,14 +140,14 @@ impl ScyllaStore {
                 )
                 .await
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))?
-                .rows_stream::<(i64, Option<Counter>, Option<Counter>)>()
+                .rows_stream::<(i64, Option<C>, Option<C>)>()
                 .map_err(corrupt)?
                 .map_ok(|(start, clicks, bots)| {
                     (
                         start,
                         Counts {
-                            clicks: count(clicks),
-                            bot_clicks: count(bots),
+                            clicks: C::count(clicks),
+                            bot_clicks: C::count(bots),
                         },
                     )
                 })
@@ -123,14 +160,14 @@ impl ScyllaStore {
         let days = (first_day..end_day).step_by(86_400);
         let per_day = stream::iter(days)
             .map(|day| async move {
-                let mut statement = self.statements.select_tops.clone();
+                let mut statement = tops.clone();
                 statement.set_page_size(PAGE_ROWS);
                 let _permit = self.permit().await?;
                 self.session
                     .execute_iter(statement, (code.as_str(), day))
                     .await
                     .map_err(|e| StoreError::Unavailable(Box::new(e)))?
-                    .rows_stream::<(String, String, Option<Counter>)>()
+                    .rows_stream::<(String, String, Option<C>)>()
                     .map_err(corrupt)?
                     .try_collect::<Vec<_>>()
                     .await
@@ -143,9 +180,26 @@ impl ScyllaStore {
             .into_iter()
             .flatten()
             .filter_map(|(dimension, value, clicks)| {
-                Dimension::parse(&dimension).map(|d| (d, value, count(clicks)))
+                Dimension::parse(&dimension).map(|d| (d, value, C::count(clicks)))
             });
-        Ok(ClickStats::assemble(query, totals, buckets, tops))
+        Ok(ClickStats::assemble(query, sum, buckets, tops))
+    }
+}
+
+/// A count column: a counter (in-process counts) or a bigint (the ledger).
+trait CountCell: for<'f, 'm> DeserializeValue<'f, 'm> + Send {
+    fn count(cell: Option<Self>) -> u64;
+}
+
+impl CountCell for Counter {
+    fn count(cell: Option<Self>) -> u64 {
+        cell.map_or(0, |Counter(n)| n.max(0) as u64)
+    }
+}
+
+impl CountCell for i64 {
+    fn count(cell: Option<Self>) -> u64 {
+        cell.map_or(0, |n| n.max(0) as u64)
     }
 }
 
@@ -153,6 +207,3 @@ fn counter(n: u64) -> Counter {
     Counter(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn count(c: Option<Counter>) -> u64 {
-    c.map_or(0, |Counter(n)| n.max(0) as u64)
-}

@@ -15,11 +15,18 @@ use super::{ScyllaOptions, open_session};
 use crate::storage::StoreError;
 
 /// The migrations, in order: version, name, CQL.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "links",
-    include_str!("../../../migrations/scylla/0001_links.cql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "links",
+        include_str!("../../../migrations/scylla/0001_links.cql"),
+    ),
+    (
+        2,
+        "click_ledger",
+        include_str!("../../../migrations/scylla/0002_click_ledger.cql"),
+    ),
+];
 
 /// The schema version this build reads and writes.
 pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

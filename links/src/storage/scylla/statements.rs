@@ -17,6 +17,22 @@ use scylla::{
 
 use crate::storage::StoreError;
 
+pub(super) struct LedgerStatements {
+    pub(super) select_totals: PreparedStatement,
+    pub(super) select_buckets: PreparedStatement,
+    pub(super) select_tops: PreparedStatement,
+    pub(super) read_totals: PreparedStatement,
+    pub(super) read_bucket: PreparedStatement,
+    pub(super) read_top: PreparedStatement,
+    pub(super) write_totals: PreparedStatement,
+    pub(super) write_bucket: PreparedStatement,
+    pub(super) write_top: PreparedStatement,
+    pub(super) select_progress_serial: PreparedStatement,
+    pub(super) insert_progress_if_absent: PreparedStatement,
+    pub(super) claim_progress_if: PreparedStatement,
+    pub(super) advance_progress_if: PreparedStatement,
+}
+
 pub(super) struct Statements {
     pub(super) insert_link: PreparedStatement,
     pub(super) insert_link_if_absent: PreparedStatement,
@@ -38,6 +54,9 @@ pub(super) struct Statements {
     pub(super) select_totals: PreparedStatement,
     pub(super) select_buckets: PreparedStatement,
     pub(super) select_tops: PreparedStatement,
+    /// The worker's exact counts (`click_ledger_*`): sums for the stats
+    /// API, and one source's row for the worker.
+    pub(super) ledger: LedgerStatements,
     pub(super) ping: PreparedStatement,
 }
 
@@ -188,6 +207,115 @@ impl Statements {
                 None,
             )
             .await?,
+            ledger: LedgerStatements {
+                select_totals: prepare(
+                    "SELECT clicks, bot_clicks FROM click_ledger_totals WHERE code = ?".into(),
+                    true,
+                    None,
+                )
+                .await?,
+                select_buckets: prepare(
+                    "SELECT start, clicks, bot_clicks FROM click_ledger_buckets \
+                     WHERE code = ? AND granularity = ? AND start >= ? AND start < ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                select_tops: prepare(
+                    "SELECT dimension, value, clicks FROM click_ledger_tops \
+                     WHERE code = ? AND day = ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                read_totals: prepare(
+                    "SELECT clicks, bot_clicks, through FROM click_ledger_totals \
+                     WHERE code = ? AND source = ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                read_bucket: prepare(
+                    "SELECT clicks, bot_clicks, through FROM click_ledger_buckets \
+                     WHERE code = ? AND granularity = ? AND start = ? AND source = ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                read_top: prepare(
+                    "SELECT clicks, through FROM click_ledger_tops \
+                     WHERE code = ? AND day = ? AND dimension = ? AND value = ? AND source = ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                // Replacing a row with the same values is harmless, so the
+                // writes are idempotent and the driver may retry them.
+                write_totals: prepare(
+                    "INSERT INTO click_ledger_totals \
+                     (code, source, clicks, bot_clicks, through) VALUES (?, ?, ?, ?, ?) \
+                     USING TIMESTAMP ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                write_bucket: prepare(
+                    "INSERT INTO click_ledger_buckets \
+                     (code, granularity, start, source, clicks, bot_clicks, through) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                write_top: prepare(
+                    "INSERT INTO click_ledger_tops \
+                     (code, day, dimension, value, source, clicks, through) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                select_progress_serial: prepare(
+                    "SELECT owner, committed, pending FROM click_ledger_progress \
+                     WHERE topic = ? AND source = ?"
+                        .into(),
+                    true,
+                    serial,
+                )
+                .await?,
+                insert_progress_if_absent: prepare(
+                    "INSERT INTO click_ledger_progress (topic, source, owner, committed, pending) \
+                     VALUES (?, ?, ?, 0, 0) IF NOT EXISTS"
+                        .into(),
+                    false,
+                    None,
+                )
+                .await?,
+                claim_progress_if: prepare(
+                    "UPDATE click_ledger_progress SET owner = ? WHERE topic = ? AND source = ? \
+                     IF owner = ? AND committed = ? AND pending = ?"
+                        .into(),
+                    false,
+                    None,
+                )
+                .await?,
+                advance_progress_if: prepare(
+                    "UPDATE click_ledger_progress SET committed = ?, pending = ? \
+                     WHERE topic = ? AND source = ? IF owner = ?"
+                        .into(),
+                    false,
+                    None,
+                )
+                .await?,
+            },
             ping: prepare(
                 "SELECT release_version FROM system.local".into(),
                 true,

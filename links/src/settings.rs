@@ -1,0 +1,149 @@
+//! Configuration plumbing shared by `shortener-api` and `shortener-worker`:
+//! the layers a configuration is read from, the environment variable of
+//! each key, and the logging both set up from it.
+//!
+//! Layers, each overriding the one before: the binary's built-in defaults
+//! (its `defaults.toml`, which documents every key), then `config/*.toml`
+//! in name order, then environment variables `SHORTENER__SECTION__KEY`.
+//! Each binary deserializes the result into its own settings and checks
+//! them at start.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+const ENV_PREFIX: &str = "SHORTENER";
+/// Names the directory of `*.toml` overrides (default `./config`).
+const CONFIG_DIR_VAR: &str = "SHORTENER_CONFIG_DIR";
+
+/// A configuration that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("configuration: cannot read {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The environment variable that sets a key: `http.listen` →
+/// `SHORTENER__HTTP__LISTEN`.
+pub fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}__{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+/// The directory of overrides: `SHORTENER_CONFIG_DIR`, or `./config`.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os(CONFIG_DIR_VAR).map_or_else(|| PathBuf::from("config"), PathBuf::from)
+}
+
+/// Reads `defaults`, then `dir/*.toml` if there is such a directory, then
+/// the `SHORTENER__…` variables of `env`; the keys in `lists` take
+/// comma-separated lists in the environment.
+pub fn layered(
+    defaults: &str,
+    dir: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    lists: &[&str],
+) -> Result<Config, LoadError> {
+    let mut builder = Config::builder().add_source(File::from_str(defaults, FileFormat::Toml));
+    for file in dir.map(toml_files).transpose()?.unwrap_or_default() {
+        builder = builder.add_source(File::from(file).format(FileFormat::Toml));
+    }
+    let env = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    let mut environment = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .try_parsing(true)
+        .source(Some(env));
+    for key in lists {
+        environment = environment.with_list_parse_key(key);
+    }
+    Ok(builder.add_source(environment).build()?)
+}
+
+fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(LoadError::Dir {
+                dir: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `log.*`: the same keys in both binaries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl LogSettings {
+    /// Checks the level filter; the error says what is wrong with it.
+    pub fn validate(&self) -> Result<(), String> {
+        EnvFilter::try_new(&self.level)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Installs the global subscriber: readable text, or JSON for log
+    /// pipelines. `RUST_LOG`, when set, wins over `log.level`, so one run
+    /// can be debugged without editing configuration.
+    pub fn init(&self) {
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&self.level));
+        let registry = tracing_subscriber::registry().with(filter);
+        let result = match self.format {
+            LogFormat::Text => registry
+                .with(
+                    fmt::layer()
+                        .with_target(false)
+                        .with_ansi(std::io::stdout().is_terminal()),
+                )
+                .try_init(),
+            LogFormat::Json => registry
+                .with(
+                    fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false),
+                )
+                .try_init(),
+        };
+        if result.is_err() {
+            tracing::debug!("a tracing subscriber was already installed");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The `storage.scylla` section of the configuration, shared by
+//! `shortener-api` and `shortener-worker` so one file (or one set of
+//! `SHORTENER__STORAGE__SCYLLA__*` variables) configures both.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{ClickCounts, Consistency, ScyllaOptions, check_keyspace_name};
+
+/// Consistency levels offered for reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencySetting {
+    LocalQuorum,
+    Quorum,
+    EachQuorum,
+    LocalOne,
+    One,
+    All,
+}
+
+impl From<ConsistencySetting> for Consistency {
+    fn from(c: ConsistencySetting) -> Self {
+        match c {
+            ConsistencySetting::LocalQuorum => Consistency::LocalQuorum,
+            ConsistencySetting::Quorum => Consistency::Quorum,
+            ConsistencySetting::EachQuorum => Consistency::EachQuorum,
+            ConsistencySetting::LocalOne => Consistency::LocalOne,
+            ConsistencySetting::One => Consistency::One,
+            ConsistencySetting::All => Consistency::All,
+        }
+    }
+}
+
+/// `storage.scylla.*`, as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScyllaSettings {
+    pub nodes: Vec<String>,
+    pub local_dc: String,
+    pub keyspace: String,
+    pub replication: String,
+    pub consistency: ConsistencySetting,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub speculative_after: Duration,
+    pub username: String,
+    pub password: SecretString,
+    pub max_in_flight: usize,
+    pub migrate_on_start: bool,
+}
+
+/// A bad value, with the key it was found under.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidSetting {
+    InvalidSetting {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl ScyllaSettings {
+    /// Checks every key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.nodes.iter().all(|n| n.trim().is_empty()) {
+            return Err(invalid("storage.scylla.nodes", "name at least one node"));
+        }
+        check_keyspace_name(&self.keyspace).map_err(|e| invalid("storage.scylla.keyspace", e.to_string()))?;
+        self.replication()?;
+        if self.request_timeout.is_zero() {
+            return Err(invalid("storage.scylla.request_timeout", "must be longer than zero"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid("storage.scylla.max_in_flight", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// `replication` as (datacenter, replicas) pairs: "dc1:3,dc2:3".
+    pub fn replication(&self) -> Result<Vec<(String, u32)>, InvalidSetting> {
+        let key = "storage.scylla.replication";
+        let pairs = self
+            .replication
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let (dc, n) = part
+                    .split_once(':')
+                    .ok_or_else(|| invalid(key, format!("'{part}' is not DATACENTER:REPLICAS")))?;
+                let n: u32 = n
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=9).contains(n))
+                    .ok_or_else(|| invalid(key, format!("'{part}': replicas must be 1 to 9")))?;
+                let dc = dc.trim();
+                if dc.is_empty() || dc.contains(['\'', '"']) {
+                    return Err(invalid(key, format!("'{part}': bad datacenter name")));
+                }
+                Ok((dc.to_owned(), n))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pairs.is_empty() {
+            return Err(invalid(key, "name at least one datacenter"));
+        }
+        Ok(pairs)
+    }
+
+    /// The options to connect with; `retention` and `click_counts` come
+    /// from outside this section.
+    pub fn options(
+        &self,
+        retention: Duration,
+        click_counts: ClickCounts,
+    ) -> Result<ScyllaOptions, InvalidSetting> {
+        let password = self.password.expose_secret();
+        Ok(ScyllaOptions {
+            nodes: self.nodes.iter().map(|n| n.trim().to_owned()).collect(),
+            local_dc: self.local_dc.clone(),
+            keyspace: self.keyspace.clone(),
+            replication: self.replication()?,
+            consistency: self.consistency.into(),
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            speculative_after: Some(self.speculative_after).filter(|d| !d.is_zero()),
+            username: Some(self.username.clone()).filter(|u| !u.is_empty()),
+            password: Some(password.to_owned()).filter(|p| !p.is_empty()),
+            max_in_flight: self.max_in_flight,
+            retention: chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
+            click_counts,
+        })
+    }
+}

@@ -465,7 +465,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use config::{Config, File, FileFormat};
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
@@ -635,33 +634,10 @@ mod tests {
         assert!(!format!("{s:?}").contains("a-very-secret-token"));
     }
 
-    /// Every key of the defaults, as a dotted path.
-    fn keys(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
-        for (name, value) in table {
-            let key = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}.{name}")
-            };
-            match value.kind {
-                config::ValueKind::Table(inner) => keys(&key, inner, out),
-                _ => out.push(key),
-            }
-        }
-    }
-
     #[test]
     fn the_readme_documents_every_key() {
-        use config::Source;
         let readme = include_str!("../../README.md");
-        let defaults = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .build()
-            .expect("defaults parse")
-            .collect()
-            .expect("defaults are a table");
-        let mut all = Vec::new();
-        keys("", defaults, &mut all);
+        let all = links::settings::keys_of(DEFAULTS).expect("defaults parse");
         assert!(all.len() > 30, "{all:?}");
         for key in all {
             let env = env_name(&key);

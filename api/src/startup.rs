@@ -334,7 +334,7 @@ impl Application {
             result = &mut server => {
                 result??;
             }
-            () = shutdown_requested(&stop) => {
+            () = links::signals::shutdown_requested(&stop) => {
                 tracing::info!("shutting down: draining requests");
                 state.accepting.store(false, std::sync::atomic::Ordering::Relaxed);
                 handle.stop(true).await;
@@ -346,22 +346,6 @@ impl Application {
         background.cancel();
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-async fn shutdown_requested(stop: &CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot listen for signals; stop with the stop token only");
-        return stop.cancelled().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-        () = stop.cancelled() => {}
     }
 }
 

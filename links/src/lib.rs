@@ -12,7 +12,8 @@
 //!   aggregation that turns events into counts.
 //! - [`stats`]: the statistics a link's owner reads.
 //! - [`storage`]: the [`LinkStore`] port and its adapters.
-//! - [`settings`]: configuration layers and logging, shared by both binaries.
+//! - [`settings`], [`signals`]: configuration layers, logging and the
+//!   shutdown signals, shared by both binaries.
 //!
 //! Nothing here knows about HTTP; the API converts requests into these
 //! types once, at its edge.
@@ -23,6 +24,7 @@ pub mod code;
 pub mod codegen;
 pub mod link;
 pub mod settings;
+pub mod signals;
 pub mod stats;
 pub mod storage;
 pub mod target;

@@ -147,3 +147,30 @@ impl LogSettings {
         }
     }
 }
+
+/// Every key of a defaults file, as a dotted path (`http.listen`): what a
+/// binary's reference documentation must cover.
+pub fn keys_of(defaults: &str) -> Result<Vec<String>, LoadError> {
+    fn walk(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value.kind {
+                config::ValueKind::Table(inner) => walk(&key, inner, out),
+                _ => out.push(key),
+            }
+        }
+    }
+    use config::Source;
+    let table = Config::builder()
+        .add_source(File::from_str(defaults, FileFormat::Toml))
+        .build()?
+        .collect()?;
+    let mut keys = Vec::new();
+    walk("", table, &mut keys);
+    keys.sort();
+    Ok(keys)
+}

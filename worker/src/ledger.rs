@@ -1,0 +1,464 @@
+//! The worker's side of the click ledger: the partitions it owns, what it
+//! has counted of each since the last write, and the write itself.
+//!
+//! For each partition, events are counted in segments. A segment starts
+//! where every earlier event is in the stored counts (`start`) and ends one
+//! past its last event (`end`). Writing it takes three steps:
+//!
+//! 1. record `pending = end` in the partition's progress row, on condition
+//!    that this worker still owns it (else it is fenced off: drop it);
+//! 2. replace every row the segment touches: a row whose `through` is at
+//!    or past `end` has the segment already (a write that was cut short is
+//!    being redone), so it is left alone; any other has its `through` at or
+//!    before `start`, and gets the segment's counts added, and `end`;
+//! 3. commit `end` to Kafka, only now that every row is durable.
+//!
+//! A worker that claims a partition reads its progress: events before
+//! `committed` are skipped, and the next segment ends exactly at
+//! `pending` if the last write may be half done, so that every row is
+//! either wholly before or wholly past each segment. That is what makes
+//! the counts exact however often events are delivered again.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures_util::{StreamExt, stream};
+use links::{
+    clicks::{Aggregator, ClickBatch, ClickEvent, Counts, UserAgentClassifier},
+    storage::scylla::{Progress, ScyllaStore, Tally, TallyKey},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The first wait after a failed call; it doubles up to `worker.max_backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The give-up signal fired while a call was being retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("gave up retrying: the worker is stopping")]
+pub struct Abandoned;
+
+/// Retries `call` with capped exponential backoff until it succeeds or
+/// `abandon` fires.
+pub async fn with_retries<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    max_backoff: Duration,
+    abandon: &CancellationToken,
+    mut call: impl FnMut() -> F,
+) -> Result<T, Abandoned> {
+    let mut wait = FIRST_BACKOFF;
+    let mut attempt = 1u32;
+    loop {
+        let error = tokio::select! {
+            biased;
+            () = abandon.cancelled() => return Err(Abandoned),
+            result = call() => match result {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            },
+        };
+        tracing::warn!(what, attempt, %error, retry_in = ?wait, "call failed; retrying");
+        tokio::select! {
+            () = abandon.cancelled() => return Err(Abandoned),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(max_backoff);
+        attempt += 1;
+    }
+}
+
+/// What to do with the event at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Counted before: skip it.
+    Skip,
+    /// Count it (or set it aside as a dead letter), then call
+    /// [`Source::taken`].
+    Take,
+    /// Write what is pending first, then ask again: the event lies past
+    /// the end of a write another worker may have left half done.
+    FlushFirst,
+}
+
+/// One partition this worker owns.
+#[derive(Debug)]
+pub struct Source {
+    pub partition: i32,
+    owner: Uuid,
+    start: i64,
+    end: i64,
+    /// While events before it may already be in some rows: the `pending`
+    /// read when the partition was claimed.
+    replay_end: Option<i64>,
+    aggregator: Aggregator,
+}
+
+impl Source {
+    pub fn new(
+        partition: i32,
+        owner: Uuid,
+        progress: Progress,
+        classifier: Arc<UserAgentClassifier>,
+    ) -> Self {
+        Self {
+            partition,
+            owner,
+            start: progress.committed,
+            end: progress.committed,
+            replay_end: (progress.pending > progress.committed).then_some(progress.pending),
+            aggregator: Aggregator::new(classifier),
+        }
+    }
+
+    pub fn admit(&mut self, offset: i64) -> Admit {
+        if offset < self.start {
+            return Admit::Skip;
+        }
+        if let Some(replay_end) = self.replay_end
+            && offset >= replay_end
+        {
+            if self.end > self.start {
+                // No event lies between the last one and `replay_end`, so
+                // the segment may end there, where some rows already are.
+                self.end = replay_end;
+                return Admit::FlushFirst;
+            }
+            self.start = replay_end;
+            self.end = replay_end;
+            self.replay_end = None;
+        }
+        Admit::Take
+    }
+
+    /// The event at `offset` was taken: counted, or set aside.
+    pub fn taken(&mut self, offset: i64) {
+        self.end = self.end.max(offset + 1);
+    }
+
+    pub fn record(&mut self, event: &ClickEvent) {
+        self.aggregator.record(event);
+    }
+
+    pub fn pending_rows(&self) -> usize {
+        self.aggregator.pending_rows()
+    }
+
+    /// Whether events were taken since the last write.
+    pub fn has_segment(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// The offset to commit once the current segment is written.
+    pub fn end(&self) -> i64 {
+        self.end
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            committed: self.start,
+            pending: self.replay_end.map_or(self.end, |r| r.max(self.end)),
+        }
+    }
+
+    /// The segment was written.
+    fn advance(&mut self) {
+        self.start = self.end;
+        if self.replay_end.is_some_and(|r| r <= self.start) {
+            self.replay_end = None;
+        }
+    }
+}
+
+/// What a write did, for the log and the tests' arithmetic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Partitions whose segment was written, with the offset to commit.
+    pub committed: Vec<(i32, i64)>,
+    /// Partitions another worker claimed: drop them.
+    pub fenced: Vec<i32>,
+    pub rows_written: usize,
+    /// Rows that already held their segment (a write being redone).
+    pub rows_skipped: usize,
+}
+
+/// The ledger writer of one worker: the store, and the rows' current
+/// tallies it remembers so that a row written again needs no read.
+#[derive(Debug)]
+pub struct Ledger {
+    store: Arc<ScyllaStore>,
+    topic: String,
+    known: moka::sync::Cache<(i32, TallyKey), Tally>,
+    concurrency: usize,
+    max_backoff: Duration,
+}
+
+/// One row change of a write.
+struct RowChange {
+    partition: i32,
+    key: TallyKey,
+    delta: Counts,
+    start: i64,
+    end: i64,
+}
+
+impl Ledger {
+    pub fn new(
+        store: Arc<ScyllaStore>,
+        topic: String,
+        cached_rows: u64,
+        concurrency: usize,
+        max_backoff: Duration,
+    ) -> Self {
+        Self {
+            store,
+            topic,
+            known: moka::sync::Cache::builder()
+                .max_capacity(cached_rows)
+                .support_invalidation_closures()
+                .build(),
+            concurrency,
+            max_backoff,
+        }
+    }
+
+    /// Claims a partition just assigned: from now on only this worker
+    /// writes its rows.
+    pub async fn claim(
+        &self,
+        partition: i32,
+        classifier: Arc<UserAgentClassifier>,
+        abandon: &CancellationToken,
+    ) -> Result<Source, Abandoned> {
+        // Another worker may have written the rows since we last had them.
+        self.forget(partition);
+        let owner = Uuid::now_v7();
+        let progress = with_retries("claim a partition", self.max_backoff, abandon, || {
+            self.store.claim_tallies(&self.topic, partition, owner)
+        })
+        .await?;
+        tracing::info!(
+            partition,
+            committed = progress.committed,
+            pending = progress.pending,
+            "claimed a partition"
+        );
+        Ok(Source::new(partition, owner, progress, classifier))
+    }
+
+    /// Forgets the tallies of a partition this worker no longer owns.
+    pub fn forget(&self, partition: i32) {
+        // Only fails without support_invalidation_closures, set in `new`.
+        let _ = self
+            .known
+            .invalidate_entries_if(move |(p, _), _| *p == partition);
+    }
+
+    /// Writes the pending segment of every source that has one.
+    pub async fn write(
+        &self,
+        sources: &mut HashMap<i32, Source>,
+        abandon: &CancellationToken,
+    ) -> Result<Written, Abandoned> {
+        let mut written = Written::default();
+        let mut changes = Vec::new();
+        let due: Vec<i32> = sources
+            .values()
+            .filter(|s| s.has_segment())
+            .map(|s| s.partition)
+            .collect();
+        // Step 1, for all partitions at once.
+        let claims = stream::iter(due.iter().map(|p| {
+            let source = &sources[p];
+            let (partition, owner, progress) = (source.partition, source.owner, source.progress());
+            async move {
+                let still_owner =
+                    with_retries("record progress", self.max_backoff, abandon, || {
+                        self.store
+                            .advance_tallies(&self.topic, partition, owner, progress)
+                    })
+                    .await?;
+                Ok::<_, Abandoned>((partition, still_owner))
+            }
+        }))
+        .buffer_unordered(self.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+        let mut owned = Vec::new();
+        for claim in claims {
+            let (partition, still_owner) = claim?;
+            if still_owner {
+                owned.push(partition);
+            } else {
+                tracing::warn!(partition, "another worker claimed this partition");
+                written.fenced.push(partition);
+            }
+        }
+        for partition in &written.fenced {
+            sources.remove(partition);
+            self.forget(*partition);
+        }
+        for partition in &owned {
+            let source = sources.get_mut(partition).expect("owned sources are kept");
+            let batch = source.aggregator.take();
+            changes.extend(row_changes(
+                source.partition,
+                batch,
+                source.start,
+                source.end,
+            ));
+        }
+
+        // Step 2.
+        let results = stream::iter(changes.into_iter().map(|change| self.apply(change, abandon)))
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        for result in results {
+            if result? {
+                written.rows_written += 1;
+            } else {
+                written.rows_skipped += 1;
+            }
+        }
+        for partition in owned {
+            let source = sources.get_mut(&partition).expect("owned sources are kept");
+            source.advance();
+            written.committed.push((partition, source.end));
+        }
+        Ok(written)
+    }
+
+    /// Applies one row change; `false` if the row already had it.
+    async fn apply(&self, change: RowChange, abandon: &CancellationToken) -> Result<bool, Abandoned> {
+        let cache_key = (change.partition, change.key);
+        let current = match self.known.get(&cache_key) {
+            Some(tally) => tally,
+            None => with_retries("read a count", self.max_backoff, abandon, || {
+                self.store.read_tally(cache_key.0, &cache_key.1)
+            })
+            .await?
+            .unwrap_or_default(),
+        };
+        if current.through >= change.end {
+            self.known.insert(cache_key, current);
+            return Ok(false);
+        }
+        if current.through > change.start {
+            // Only a second writer outside the progress protocol (another
+            // consumer group on the same keyspace) can leave this.
+            tracing::error!(
+                partition = cache_key.0,
+                row = ?cache_key.1,
+                through = current.through,
+                start = change.start,
+                end = change.end,
+                "a count row is ahead of its partition's progress; leaving it as it is"
+            );
+            return Ok(false);
+        }
+        let mut counts = current.counts;
+        counts.add(change.delta);
+        let next = Tally {
+            counts,
+            through: change.end,
+        };
+        with_retries("write a count", self.max_backoff, abandon, || {
+            self.store.write_tally(cache_key.0, &cache_key.1, next)
+        })
+        .await?;
+        self.known.insert(cache_key, next);
+        Ok(true)
+    }
+}
+
+/// The row changes of one partition's segment.
+fn row_changes(
+    partition: i32,
+    batch: ClickBatch,
+    start: i64,
+    end: i64,
+) -> impl Iterator<Item = RowChange> {
+    batch.links.into_iter().flat_map(move |(code, link)| {
+        let change = move |key: TallyKey, delta: Counts| RowChange {
+            partition,
+            key,
+            delta,
+            start,
+            end,
+        };
+        let totals = std::iter::once(change(TallyKey::Totals(code.clone()), link.totals));
+        let buckets = link.buckets.into_iter().map({
+            let code = code.clone();
+            move |b| {
+                change(
+                    TallyKey::Bucket(code.clone(), b.granularity, b.start),
+                    b.counts,
+                )
+            }
+        });
+        let tops = link.tops.into_iter().map(move |(top, clicks)| {
+            change(
+                TallyKey::Top(code.clone(), top),
+                Counts {
+                    clicks,
+                    bot_clicks: 0,
+                },
+            )
+        });
+        totals.chain(buckets).chain(tops)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(committed: i64, pending: i64) -> Source {
+        Source::new(
+            0,
+            Uuid::now_v7(),
+            Progress { committed, pending },
+            UserAgentClassifier::shared(),
+        )
+    }
+
+    #[test]
+    fn events_before_committed_are_skipped() {
+        let mut s = source(100, 100);
+        assert_eq!(s.admit(99), Admit::Skip);
+        assert_eq!(s.admit(100), Admit::Take);
+        s.taken(100);
+        assert_eq!(s.progress(), Progress { committed: 100, pending: 101 });
+        s.advance();
+        assert_eq!(s.admit(100), Admit::Skip);
+        assert_eq!(s.progress(), Progress { committed: 101, pending: 101 });
+    }
+
+    #[test]
+    fn a_half_done_write_ends_the_first_segment_exactly() {
+        let mut s = source(100, 150);
+        for offset in 100..120 {
+            assert_eq!(s.admit(offset), Admit::Take);
+            s.taken(offset);
+        }
+        // A write within the replayed range keeps `pending` where it was.
+        assert_eq!(s.progress(), Progress { committed: 100, pending: 150 });
+        s.advance();
+        assert_eq!(s.progress(), Progress { committed: 120, pending: 150 });
+        s.taken(125);
+        // The next event is past the half-done write: write up to it first.
+        assert_eq!(s.admit(160), Admit::FlushFirst);
+        assert_eq!(s.end(), 150);
+        s.advance();
+        assert_eq!(s.admit(160), Admit::Take);
+        s.taken(160);
+        assert_eq!(s.progress(), Progress { committed: 150, pending: 161 });
+    }
+
+    #[test]
+    fn nothing_left_to_replay_moves_the_start_to_the_pending_end() {
+        let mut s = source(100, 150);
+        assert_eq!(s.admit(150), Admit::Take);
+        s.taken(150);
+        assert_eq!(s.progress(), Progress { committed: 150, pending: 151 });
+    }
+}

@@ -11,17 +11,16 @@ use std::{
     time::Duration,
 };
 
-use secrecy::{ExposeSecret, SecretString};
 pub use links::settings::{LogFormat, LogSettings, env_name};
 use links::{
     settings::{LoadError, config_dir, layered},
     storage::scylla::{InvalidSetting, ScyllaSettings},
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The built-in defaults, and the reference of every key.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
-
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -56,6 +56,11 @@ pub struct Worker {
     dead_letters: DeadLetters,
     classifier: Arc<UserAgentClassifier>,
     sources: HashMap<i32, Source>,
+    /// Per owned partition, the offset its counts were last written to in
+    /// this session: what may be committed to Kafka. (Never the offset a
+    /// claim read: Kafka may already be past it, and a commit must not go
+    /// back.)
+    written_to: HashMap<i32, i64>,
     stop: CancellationToken,
     totals: Totals,
 }
@@ -99,6 +104,7 @@ impl Worker {
             ledger,
             classifier,
             sources: HashMap::new(),
+            written_to: HashMap::new(),
             stop: CancellationToken::new(),
             totals: Totals::default(),
             settings,
@@ -188,7 +194,12 @@ impl Worker {
     }
 
     fn due(&self) -> bool {
-        let rows: usize = self.sources.values().map(Source::pending_rows).sum();
+        let rows: usize = self
+            .sources
+            .values()
+            .filter(|s| s.writable())
+            .map(Source::pending_rows)
+            .sum();
         rows >= self.settings.worker.max_pending_rows
             || self.dead_letters.waiting() >= MAX_WAITING_LETTERS
     }
@@ -211,6 +222,7 @@ impl Worker {
                 Assignment::Revoked(partitions) => {
                     for partition in partitions {
                         self.sources.remove(&partition);
+                        self.written_to.remove(&partition);
                         self.ledger.forget(partition);
                     }
                 }
@@ -272,16 +284,20 @@ impl Worker {
     async fn write(&mut self, abandon: &CancellationToken) -> Result<(), Abandoned> {
         let max_backoff = self.settings.worker.max_backoff;
         self.dead_letters.deliver(max_backoff, abandon).await?;
-        if !self.sources.values().any(Source::has_segment) {
+        if !self.sources.values().any(Source::writable) {
             return Ok(());
         }
         let started = Instant::now();
         let written = self.ledger.write(&mut self.sources, abandon).await?;
         self.totals.writes += 1;
+        for partition in &written.fenced {
+            self.written_to.remove(partition);
+        }
+        self.written_to.extend(written.committed.iter().copied());
         tracing::debug!(
             rows = written.rows_written,
             already = written.rows_skipped,
-            partitions = written.committed.len(),
+            committed = ?written.committed,
             took = ?started.elapsed(),
             "counts written"
         );
@@ -291,14 +307,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Commits, for every owned partition, the offset its counts reach.
+    /// Commits, for every owned partition, the offset its counts were
+    /// written to.
     fn commit(&self, mode: CommitMode) -> Result<(), KafkaError> {
         let topic = &self.settings.events.kafka.topic;
         let mut list = TopicPartitionList::new();
-        for source in self.sources.values() {
-            if !source.has_segment() && source.end() > 0 {
-                list.add_partition_offset(topic, source.partition, Offset::Offset(source.end()))?;
-            }
+        for (&partition, &offset) in &self.written_to {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         }
         if list.count() == 0 {
             return Ok(());

@@ -118,7 +118,10 @@ pub fn consumer(settings: &Settings) -> Result<GroupConsumer, KafkaError> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", w.session_timeout.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            w.session_timeout.as_millis().to_string(),
+        )
         .set(
             "heartbeat.interval.ms",
             (w.session_timeout.as_millis() / 3).max(1).to_string(),

@@ -14,10 +14,12 @@
 //! 3. commit `end` to Kafka, only now that every row is durable.
 //!
 //! A worker that claims a partition reads its progress: events before
-//! `committed` are skipped, and the next segment ends exactly at
-//! `pending` if the last write may be half done, so that every row is
-//! either wholly before or wholly past each segment. That is what makes
-//! the counts exact however often events are delivered again.
+//! `committed` are skipped, and if the last write may be half done, the
+//! first segment ends exactly at its `pending`, neither before nor after
+//! (it holds at most one write's worth of events, so memory stays
+//! bounded). So every row is either wholly before or wholly past each
+//! segment, whoever wrote it and however often it was cut short. That is
+//! what makes the counts exact however often events are delivered again.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -138,6 +140,7 @@ impl Source {
         self.aggregator.record(event);
     }
 
+    /// Rows counted in memory since the last write.
     pub fn pending_rows(&self) -> usize {
         self.aggregator.pending_rows()
     }
@@ -147,8 +150,16 @@ impl Source {
         self.end > self.start
     }
 
-    /// The offset to commit once the current segment is written.
-    pub fn end(&self) -> i64 {
+    /// Whether the segment may be written now. Not while it ends short of
+    /// a write another worker may have left half done: some rows may
+    /// already hold events up to there, others not, so the segment must
+    /// end exactly there ([`Admit::FlushFirst`] or its last event).
+    pub fn writable(&self) -> bool {
+        self.has_segment() && self.replay_end.is_none_or(|r| self.end >= r)
+    }
+
+    #[cfg(test)]
+    fn end(&self) -> i64 {
         self.end
     }
 
@@ -239,6 +250,7 @@ impl Ledger {
             partition,
             committed = progress.committed,
             pending = progress.pending,
+            replay = progress.pending > progress.committed,
             "claimed a partition"
         );
         Ok(Source::new(partition, owner, progress, classifier))
@@ -262,7 +274,7 @@ impl Ledger {
         let mut changes = Vec::new();
         let due: Vec<i32> = sources
             .values()
-            .filter(|s| s.has_segment())
+            .filter(|s| s.writable())
             .map(|s| s.partition)
             .collect();
         // Step 1, for all partitions at once.
@@ -308,10 +320,14 @@ impl Ledger {
         }
 
         // Step 2.
-        let results = stream::iter(changes.into_iter().map(|change| self.apply(change, abandon)))
-            .buffer_unordered(self.concurrency)
-            .collect::<Vec<_>>()
-            .await;
+        let results = stream::iter(
+            changes
+                .into_iter()
+                .map(|change| self.apply(change, abandon)),
+        )
+        .buffer_unordered(self.concurrency)
+        .collect::<Vec<_>>()
+        .await;
         for result in results {
             if result? {
                 written.rows_written += 1;
@@ -328,7 +344,11 @@ impl Ledger {
     }
 
     /// Applies one row change; `false` if the row already had it.
-    async fn apply(&self, change: RowChange, abandon: &CancellationToken) -> Result<bool, Abandoned> {
+    async fn apply(
+        &self,
+        change: RowChange,
+        abandon: &CancellationToken,
+    ) -> Result<bool, Abandoned> {
         let cache_key = (change.partition, change.key);
         let current = match self.known.get(&cache_key) {
             Some(tally) => tally,
@@ -427,31 +447,72 @@ mod tests {
         assert_eq!(s.admit(99), Admit::Skip);
         assert_eq!(s.admit(100), Admit::Take);
         s.taken(100);
-        assert_eq!(s.progress(), Progress { committed: 100, pending: 101 });
+        assert_eq!(
+            s.progress(),
+            Progress {
+                committed: 100,
+                pending: 101
+            }
+        );
         s.advance();
         assert_eq!(s.admit(100), Admit::Skip);
-        assert_eq!(s.progress(), Progress { committed: 101, pending: 101 });
+        assert_eq!(
+            s.progress(),
+            Progress {
+                committed: 101,
+                pending: 101
+            }
+        );
     }
 
     #[test]
     fn a_half_done_write_ends_the_first_segment_exactly() {
         let mut s = source(100, 150);
-        for offset in 100..120 {
+        for offset in 100..125 {
             assert_eq!(s.admit(offset), Admit::Take);
             s.taken(offset);
         }
-        // A write within the replayed range keeps `pending` where it was.
-        assert_eq!(s.progress(), Progress { committed: 100, pending: 150 });
-        s.advance();
-        assert_eq!(s.progress(), Progress { committed: 120, pending: 150 });
-        s.taken(125);
-        // The next event is past the half-done write: write up to it first.
+        // Not written short of the half-done write's end.
+        assert!(s.has_segment() && !s.writable());
+        // The next event is past it: write up to there first.
         assert_eq!(s.admit(160), Admit::FlushFirst);
         assert_eq!(s.end(), 150);
+        assert!(s.writable());
+        assert_eq!(
+            s.progress(),
+            Progress {
+                committed: 100,
+                pending: 150
+            }
+        );
         s.advance();
         assert_eq!(s.admit(160), Admit::Take);
         s.taken(160);
-        assert_eq!(s.progress(), Progress { committed: 150, pending: 161 });
+        assert_eq!(
+            s.progress(),
+            Progress {
+                committed: 150,
+                pending: 161
+            }
+        );
+    }
+
+    #[test]
+    fn the_last_event_before_a_half_done_end_makes_the_segment_writable() {
+        let mut s = source(100, 150);
+        for offset in 100..150 {
+            assert_eq!(s.admit(offset), Admit::Take);
+            s.taken(offset);
+            assert_eq!(s.writable(), offset == 149);
+        }
+        s.advance();
+        assert_eq!(
+            s.progress(),
+            Progress {
+                committed: 150,
+                pending: 150
+            }
+        );
     }
 
     #[test]
@@ -459,6 +520,12 @@ mod tests {
         let mut s = source(100, 150);
         assert_eq!(s.admit(150), Admit::Take);
         s.taken(150);
-        assert_eq!(s.progress(), Progress { committed: 150, pending: 151 });
+        assert_eq!(
+            s.progress(),
+            Progress {
+                committed: 150,
+                pending: 151
+            }
+        );
     }
 }

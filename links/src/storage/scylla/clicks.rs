@@ -206,4 +206,3 @@ impl CountCell for i64 {
 fn counter(n: u64) -> Counter {
     Counter(i64::try_from(n).unwrap_or(i64::MAX))
 }
-

@@ -13,8 +13,8 @@ use scylla::value::CqlValue;
 use uuid::Uuid;
 
 use super::{
-    CAS_ATTEMPTS, ScyllaStore, backoff, column, corrupt, from_execution, is_contention,
-    lwt_row, maybe_applied,
+    CAS_ATTEMPTS, ScyllaStore, backoff, column, corrupt, from_execution, is_contention, lwt_row,
+    maybe_applied,
 };
 use crate::{
     clicks::{Counts, Granularity, TopKey},
@@ -64,7 +64,11 @@ fn to_u64(n: Option<i64>) -> u64 {
 
 impl ScyllaStore {
     /// A row's tally for one source; `None` if it was never written.
-    pub async fn read_tally(&self, source: i32, key: &TallyKey) -> Result<Option<Tally>, StoreError> {
+    pub async fn read_tally(
+        &self,
+        source: i32,
+        key: &TallyKey,
+    ) -> Result<Option<Tally>, StoreError> {
         let s = &self.statements.ledger;
         let result = match key {
             TallyKey::Totals(code) => self.execute(&s.read_totals, (code.as_str(), source)).await,
@@ -302,4 +306,3 @@ impl ScyllaStore {
         ))
     }
 }
-

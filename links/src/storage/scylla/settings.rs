@@ -76,13 +76,20 @@ impl ScyllaSettings {
         if self.nodes.iter().all(|n| n.trim().is_empty()) {
             return Err(invalid("storage.scylla.nodes", "name at least one node"));
         }
-        check_keyspace_name(&self.keyspace).map_err(|e| invalid("storage.scylla.keyspace", e.to_string()))?;
+        check_keyspace_name(&self.keyspace)
+            .map_err(|e| invalid("storage.scylla.keyspace", e.to_string()))?;
         self.replication()?;
         if self.request_timeout.is_zero() {
-            return Err(invalid("storage.scylla.request_timeout", "must be longer than zero"));
+            return Err(invalid(
+                "storage.scylla.request_timeout",
+                "must be longer than zero",
+            ));
         }
         if self.max_in_flight == 0 {
-            return Err(invalid("storage.scylla.max_in_flight", "must be at least 1"));
+            return Err(invalid(
+                "storage.scylla.max_in_flight",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

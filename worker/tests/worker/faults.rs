@@ -94,12 +94,13 @@ fn dev_stack(args: &[&str]) {
     );
 }
 
-/// Starts Kafka again if the test fails while it is down.
-struct KafkaBack;
+/// Brings a server back when dropped, also if the test fails while it is
+/// down: `infra/dev-stack start kafka` or `resume cassandra`.
+struct Back(&'static str, &'static str);
 
-impl Drop for KafkaBack {
+impl Drop for Back {
     fn drop(&mut self) {
-        dev_stack(&["start", "kafka"]);
+        dev_stack(&[self.0, self.1]);
     }
 }
 
@@ -113,7 +114,7 @@ async fn after_a_kafka_restart_the_worker_catches_up_by_itself() {
     deployment.produce(before).await;
     deployment.wait_caught_up(Duration::from_secs(120)).await;
 
-    let back = KafkaBack;
+    let back = Back("start", "kafka");
     tokio::task::spawn_blocking(|| dev_stack(&["stop", "kafka"]))
         .await
         .expect("stop kafka");
@@ -124,5 +125,61 @@ async fn after_a_kafka_restart_the_worker_catches_up_by_itself() {
     let took = deployment.wait_caught_up(Duration::from_secs(120)).await;
     println!("caught up {took:?} after Kafka came back");
     worker.stop().await;
+    deployment.assert_exact(&truth).await;
+}
+
+#[tokio::test]
+async fn with_scylla_frozen_the_worker_waits_in_bounded_memory_then_counts_exactly() {
+    let _serial = one_at_a_time().await;
+    let deployment = Deployment::new(3).await;
+    let (events, truth) = events(100, 150_000);
+    let (before, during) = events.split_at(10_000);
+    let worker = deployment.spawn_worker_with(
+        0,
+        &[
+            ("WORKER__PREFETCH_KBYTES", "2048"),
+            ("STORAGE__SCYLLA__REQUEST_TIMEOUT", "2s"),
+            ("WORKER__MAX_BACKOFF", "1s"),
+        ],
+    );
+    deployment.produce(before).await;
+    deployment.wait_caught_up(Duration::from_secs(120)).await;
+    let rss_before = worker.rss();
+
+    let back = Back("resume", "cassandra");
+    tokio::task::spawn_blocking(|| dev_stack(&["pause", "cassandra"]))
+        .await
+        .expect("pause cassandra");
+    let lag_frozen_from = deployment.lag().await;
+    deployment.produce(during).await;
+    let mut rss_max = rss_before;
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_max = rss_max.max(worker.rss());
+    }
+    let lag_frozen = deployment.lag().await;
+    drop(back);
+
+    let took = deployment.wait_caught_up(Duration::from_secs(180)).await;
+    worker.stop().await;
+    let grew = rss_max.saturating_sub(rss_before);
+    println!(
+        "ScyllaDB frozen: lag {lag_frozen_from} -> {lag_frozen}, memory {} MiB -> at most {} \
+         MiB (+{} MiB) with {} events waiting; caught up {took:?} after",
+        rss_before >> 20,
+        rss_max >> 20,
+        grew >> 20,
+        during.len()
+    );
+    // Nothing was committed while writes could not be made...
+    assert!(lag_frozen >= during.len() as i64, "lag {lag_frozen}");
+    // ...and the worker did not read the waiting events into memory (they
+    // are some 30 MiB, more with the client's bookkeeping).
+    assert!(grew < 24 << 20, "memory grew by {} MiB", grew >> 20);
+    assert!(
+        deployment.log_lines_with(&["call failed; retrying"]) > 0,
+        "no write was retried:\n{}",
+        deployment.worker_logs()
+    );
     deployment.assert_exact(&truth).await;
 }

@@ -228,14 +228,23 @@ impl Deployment {
 
     /// Starts a worker process; its log goes to `logs/worker-N.log`.
     pub fn spawn_worker(&self, n: usize) -> WorkerProcess {
+        self.spawn_worker_with(n, &[])
+    }
+
+    /// A worker with some settings changed (`("WORKER__X", "v")`).
+    pub fn spawn_worker_with(&self, n: usize, changes: &[(&str, &str)]) -> WorkerProcess {
         let log = self.logs.path().join(format!("worker-{n}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
+        let changes = changes
+            .iter()
+            .map(|(k, v)| (format!("SHORTENER__{k}"), v.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_shortener-worker"))
             .envs(self.worker_env())
+            .envs(changes)
             .env("SHORTENER_CONFIG_DIR", self.logs.path().join("no-config"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::from(file.try_clone().expect("log file")))
@@ -430,6 +439,18 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// Resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
     /// SIGKILL: no flush, no commit, no goodbye to the group.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill the worker");

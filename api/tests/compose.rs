@@ -122,6 +122,39 @@ fn the_api_environment_is_a_valid_production_configuration() {
 }
 
 #[test]
+fn the_worker_environment_is_a_valid_worker_configuration_on_the_same_keyspace_and_topic() {
+    let compose = compose();
+    let api = Settings::load_from(None, environment(service(&compose, "api-1")))
+        .expect("the API's environment is valid");
+    let worker = service(&compose, "worker");
+    let settings = shortener_worker::config::Settings::load_from(None, environment(worker))
+        .unwrap_or_else(|e| panic!("the worker's environment is refused: {e}"));
+    assert_eq!(settings.storage.scylla.nodes, api.storage.scylla.nodes);
+    assert_eq!(
+        settings.storage.scylla.keyspace,
+        api.storage.scylla.keyspace
+    );
+    assert_eq!(
+        settings.storage.scylla.local_dc,
+        api.storage.scylla.local_dc
+    );
+    assert_eq!(settings.events.kafka.brokers, api.events.kafka.brokers);
+    assert_eq!(settings.events.kafka.topic, api.events.kafka.topic);
+    // Time to write, commit and leave the group on `docker compose stop`.
+    let grace = worker["stop_grace_period"]
+        .as_str()
+        .expect("stop_grace_period");
+    let grace = humantime_serde::re::humantime::parse_duration(grace).expect("a duration");
+    assert!(grace > settings.worker.shutdown_timeout, "{grace:?}");
+    for needs in ["migrate", "kafka", "scylla"] {
+        assert!(
+            worker["depends_on"].get(needs).is_some(),
+            "the worker does not wait for {needs}"
+        );
+    }
+}
+
+#[test]
 fn nginx_balances_both_instances_and_the_images_build_from_here() {
     let compose = compose();
     let nginx = std::fs::read_to_string(infra("nginx/nginx.conf")).expect("nginx.conf");

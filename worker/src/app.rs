@@ -14,14 +14,32 @@ use rdkafka::{
     error::KafkaError,
     message::{BorrowedMessage, Headers},
 };
-use tokio::time::Instant;
+use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Settings, SettingsError},
     kafka::{self, Assignment, DeadLetters, GroupConsumer},
-    ledger::{Abandoned, Admit, Ledger, Source},
+    ledger::{Abandoned, Admit, Cut, Ledger, Source, Written},
 };
+
+/// The outcome of the write under way; pending forever if there is none.
+async fn wait(
+    writing: &mut Option<JoinHandle<Result<Written, Abandoned>>>,
+) -> Result<Written, Abandoned> {
+    let Some(handle) = writing.as_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = handle.await;
+    *writing = None;
+    match outcome {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "the write task failed");
+            Err(Abandoned)
+        }
+    }
+}
 
 /// Dead letters held before an early write: they are copies of messages,
 /// so a flood of garbage must not pile up in memory.
@@ -52,8 +70,10 @@ pub struct Totals {
 pub struct Worker {
     settings: Settings,
     consumer: Arc<GroupConsumer>,
-    ledger: Ledger,
+    ledger: Arc<Ledger>,
     dead_letters: DeadLetters,
+    /// The write under way, if any.
+    writing: Option<JoinHandle<Result<Written, Abandoned>>>,
     classifier: Arc<UserAgentClassifier>,
     sources: HashMap<i32, Source>,
     /// Per owned partition, the offset its counts were last written to in
@@ -101,7 +121,8 @@ impl Worker {
         Ok(Self {
             consumer: Arc::new(kafka::consumer(&settings)?),
             dead_letters: DeadLetters::new(&settings)?,
-            ledger,
+            ledger: Arc::new(ledger),
+            writing: None,
             classifier,
             sources: HashMap::new(),
             written_to: HashMap::new(),
@@ -148,15 +169,30 @@ impl Worker {
         let mut flush_at = Instant::now() + interval;
         let outcome: Result<(), Abandoned> = async {
             loop {
+                // While a write is under way, events keep being counted into
+                // the next segments; past the memory limit, consuming waits.
+                let full = self.due();
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep_until(flush_at) => {
-                        self.write(&abandon).await?;
+                    written = wait(&mut self.writing), if self.writing.is_some() => {
+                        self.written(written?);
+                        if full {
+                            self.start_write(&abandon);
+                            flush_at = Instant::now() + interval;
+                        }
+                    }
+                    () = tokio::time::sleep_until(flush_at), if self.writing.is_none() => {
+                        self.start_write(&abandon);
                         flush_at = Instant::now() + interval;
                     }
-                    message = messages.next() => {
-                        self.follow_rebalances(&abandon).await?;
+                    message = messages.next(), if !full => {
+                        if self.consumer.context().has_changes() {
+                            // Claims wait for the write: it may be the last
+                            // of a partition that comes back.
+                            self.finish_write().await?;
+                            self.follow_rebalances(&abandon).await?;
+                        }
                         match message {
                             Some(Ok(message)) => self.take(&message, &abandon).await?,
                             Some(Err(error)) => {
@@ -164,15 +200,17 @@ impl Worker {
                             }
                             None => break,
                         }
-                        if self.due() {
-                            self.write(&abandon).await?;
+                        if self.due() && self.writing.is_none() {
+                            self.start_write(&abandon);
                             flush_at = Instant::now() + interval;
                         }
                     }
                 }
             }
+            self.finish_write().await?;
             self.follow_rebalances(&abandon).await?;
-            self.write(&abandon).await
+            self.start_write(&abandon);
+            self.finish_write().await
         }
         .await;
         match outcome {
@@ -248,7 +286,10 @@ impl Worker {
                     self.totals.skipped += 1;
                     return Ok(());
                 }
-                Admit::FlushFirst => self.write(abandon).await?,
+                Admit::FlushFirst => {
+                    self.finish_write().await?;
+                    self.start_write(abandon);
+                }
                 Admit::Take => break,
             }
         }
@@ -279,32 +320,58 @@ impl Worker {
         Ok(())
     }
 
-    /// Delivers the dead letters, writes every pending segment, then
-    /// commits the offsets past them.
-    async fn write(&mut self, abandon: &CancellationToken) -> Result<(), Abandoned> {
-        let max_backoff = self.settings.worker.max_backoff;
-        self.dead_letters.deliver(max_backoff, abandon).await?;
-        if !self.sources.values().any(Source::writable) {
-            return Ok(());
+    /// Starts writing every segment that may be written, with the dead
+    /// letters taken before them, in a task of its own. Only one write is
+    /// under way at a time: each records progress the one before made.
+    fn start_write(&mut self, abandon: &CancellationToken) {
+        debug_assert!(self.writing.is_none(), "one write at a time");
+        let cuts: Vec<Cut> = self.sources.values_mut().filter_map(Source::cut).collect();
+        let letters = self.dead_letters.take();
+        if cuts.is_empty() && letters.is_empty() {
+            return;
         }
-        let started = Instant::now();
-        let written = self.ledger.write(&mut self.sources, abandon).await?;
+        let (ledger, abandon) = (Arc::clone(&self.ledger), abandon.clone());
+        let max_backoff = self.settings.worker.max_backoff;
+        self.writing = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            letters.deliver(max_backoff, &abandon).await?;
+            let written = ledger.write(cuts, &abandon).await?;
+            tracing::debug!(
+                rows = written.rows_written,
+                already = written.rows_skipped,
+                committed = ?written.committed,
+                took = ?started.elapsed(),
+                "counts written"
+            );
+            Ok(written)
+        }));
+    }
+
+    /// Waits for the write under way, if any.
+    async fn finish_write(&mut self) -> Result<(), Abandoned> {
+        if self.writing.is_some() {
+            let written = wait(&mut self.writing).await?;
+            self.written(written);
+        }
+        Ok(())
+    }
+
+    /// A write is done: drop the partitions another worker claimed, and
+    /// commit the offsets of the others.
+    fn written(&mut self, written: Written) {
         self.totals.writes += 1;
         for partition in &written.fenced {
+            self.sources.remove(partition);
             self.written_to.remove(partition);
         }
-        self.written_to.extend(written.committed.iter().copied());
-        tracing::debug!(
-            rows = written.rows_written,
-            already = written.rows_skipped,
-            committed = ?written.committed,
-            took = ?started.elapsed(),
-            "counts written"
-        );
+        for (partition, end) in written.committed {
+            if self.sources.contains_key(&partition) {
+                self.written_to.insert(partition, end);
+            }
+        }
         if let Err(error) = self.commit(CommitMode::Async) {
             tracing::debug!(%error, "an offset commit failed");
         }
-        Ok(())
     }
 
     /// Commits, for every owned partition, the offset its counts were

@@ -59,6 +59,15 @@ pub struct GroupContext {
 }
 
 impl GroupContext {
+    /// Whether changes wait to be taken.
+    pub fn has_changes(&self) -> bool {
+        !self
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// The changes since the last call, in order.
     pub fn take_changes(&self) -> Vec<Assignment> {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
@@ -242,16 +251,44 @@ impl DeadLetters {
         });
     }
 
-    /// Delivers every waiting letter, each retried until Kafka has it.
+    /// Takes the waiting letters out, to be delivered.
+    pub fn take(&mut self) -> LetterBatch {
+        LetterBatch {
+            producer: self.producer.clone(),
+            topic: self.topic.clone(),
+            letters: std::mem::take(&mut self.waiting),
+        }
+    }
+}
+
+/// Dead letters on their way.
+pub struct LetterBatch {
+    producer: FutureProducer,
+    topic: String,
+    letters: Vec<Letter>,
+}
+
+impl std::fmt::Debug for LetterBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LetterBatch")
+            .field("letters", &self.letters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LetterBatch {
+    pub fn is_empty(&self) -> bool {
+        self.letters.is_empty()
+    }
+
+    /// Delivers every letter, each retried until Kafka has it.
     pub async fn deliver(
-        &mut self,
+        self,
         max_backoff: Duration,
         abandon: &CancellationToken,
     ) -> Result<usize, Abandoned> {
-        let letters = std::mem::take(&mut self.waiting);
-        let count = letters.len();
         let (producer, topic) = (&self.producer, self.topic.as_str());
-        let sends = letters.iter().map(|letter| {
+        let sends = self.letters.iter().map(|letter| {
             with_retries("deliver a dead letter", max_backoff, abandon, move || {
                 let mut record: FutureRecord<'_, [u8], [u8]> =
                     FutureRecord::to(topic).headers(letter.headers.clone());
@@ -273,6 +310,6 @@ impl DeadLetters {
         if results.iter().any(Result::is_err) {
             return Err(Abandoned);
         }
-        Ok(count)
+        Ok(self.letters.len())
     }
 }

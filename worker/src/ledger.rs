@@ -21,7 +21,7 @@
 //! segment, whoever wrote it and however often it was cut short. That is
 //! what makes the counts exact however often events are delivered again.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, stream};
 use links::{
@@ -170,13 +170,39 @@ impl Source {
         }
     }
 
-    /// The segment was written.
-    fn advance(&mut self) {
+    /// Takes the segment out to be written, if it may be (see
+    /// [`Source::writable`]); the next one starts where it ends. Call it
+    /// only when no write is under way: `committed` says the previous
+    /// segment is written.
+    pub fn cut(&mut self) -> Option<Cut> {
+        if !self.writable() {
+            return None;
+        }
+        let cut = Cut {
+            partition: self.partition,
+            owner: self.owner,
+            progress: self.progress(),
+            start: self.start,
+            end: self.end,
+            batch: self.aggregator.take(),
+        };
         self.start = self.end;
         if self.replay_end.is_some_and(|r| r <= self.start) {
             self.replay_end = None;
         }
+        Some(cut)
     }
+}
+
+/// A segment taken out of its source to be written.
+#[derive(Debug)]
+pub struct Cut {
+    partition: i32,
+    owner: Uuid,
+    progress: Progress,
+    start: i64,
+    end: i64,
+    batch: ClickBatch,
 }
 
 /// What a write did, for the log and the tests' arithmetic.
@@ -264,62 +290,41 @@ impl Ledger {
             .invalidate_entries_if(move |(p, _), _| *p == partition);
     }
 
-    /// Writes the pending segment of every source that has one.
+    /// Writes cut segments: step 1 for all their partitions at once, then
+    /// step 2 for all their rows. The caller commits (step 3).
     pub async fn write(
         &self,
-        sources: &mut HashMap<i32, Source>,
+        cuts: Vec<Cut>,
         abandon: &CancellationToken,
     ) -> Result<Written, Abandoned> {
         let mut written = Written::default();
-        let mut changes = Vec::new();
-        let due: Vec<i32> = sources
-            .values()
-            .filter(|s| s.writable())
-            .map(|s| s.partition)
-            .collect();
-        // Step 1, for all partitions at once.
-        let claims = stream::iter(due.iter().map(|p| {
-            let source = &sources[p];
-            let (partition, owner, progress) = (source.partition, source.owner, source.progress());
-            async move {
-                let still_owner =
-                    with_retries("record progress", self.max_backoff, abandon, || {
-                        self.store
-                            .advance_tallies(&self.topic, partition, owner, progress)
-                    })
-                    .await?;
-                Ok::<_, Abandoned>((partition, still_owner))
-            }
+        let checks = stream::iter(cuts.into_iter().map(|cut| async move {
+            let still_owner = with_retries("record progress", self.max_backoff, abandon, || {
+                self.store
+                    .advance_tallies(&self.topic, cut.partition, cut.owner, cut.progress)
+            })
+            .await?;
+            Ok::<_, Abandoned>((cut, still_owner))
         }))
         .buffer_unordered(self.concurrency)
         .collect::<Vec<_>>()
         .await;
-        let mut owned = Vec::new();
-        for claim in claims {
-            let (partition, still_owner) = claim?;
+        let mut changes = Vec::new();
+        for check in checks {
+            let (cut, still_owner) = check?;
             if still_owner {
-                owned.push(partition);
+                written.committed.push((cut.partition, cut.end));
+                changes.extend(row_changes(cut.partition, cut.batch, cut.start, cut.end));
             } else {
-                tracing::warn!(partition, "another worker claimed this partition");
-                written.fenced.push(partition);
+                tracing::warn!(
+                    partition = cut.partition,
+                    "another worker claimed this partition"
+                );
+                self.forget(cut.partition);
+                written.fenced.push(cut.partition);
             }
         }
-        for partition in &written.fenced {
-            sources.remove(partition);
-            self.forget(*partition);
-        }
-        for partition in &owned {
-            let source = sources.get_mut(partition).expect("owned sources are kept");
-            let batch = source.aggregator.take();
-            changes.extend(row_changes(
-                source.partition,
-                batch,
-                source.start,
-                source.end,
-            ));
-        }
 
-        // Step 2.
         let results = stream::iter(
             changes
                 .into_iter()
@@ -334,11 +339,6 @@ impl Ledger {
             } else {
                 written.rows_skipped += 1;
             }
-        }
-        for partition in owned {
-            let source = sources.get_mut(&partition).expect("owned sources are kept");
-            source.advance();
-            written.committed.push((partition, source.end));
         }
         Ok(written)
     }
@@ -454,7 +454,7 @@ mod tests {
                 pending: 101
             }
         );
-        s.advance();
+        assert!(s.cut().is_some());
         assert_eq!(s.admit(100), Admit::Skip);
         assert_eq!(
             s.progress(),
@@ -485,7 +485,8 @@ mod tests {
                 pending: 150
             }
         );
-        s.advance();
+        let cut = s.cut().expect("writable");
+        assert_eq!((cut.start, cut.end), (100, 150));
         assert_eq!(s.admit(160), Admit::Take);
         s.taken(160);
         assert_eq!(
@@ -505,7 +506,7 @@ mod tests {
             s.taken(offset);
             assert_eq!(s.writable(), offset == 149);
         }
-        s.advance();
+        assert!(s.cut().is_some() && s.cut().is_none());
         assert_eq!(
             s.progress(),
             Progress {

@@ -21,11 +21,12 @@
 //! segment, whoever wrote it and however often it was cut short. That is
 //! what makes the counts exact however often events are delivered again.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, stream};
 use links::{
-    clicks::{Aggregator, ClickBatch, ClickEvent, Counts, UserAgentClassifier},
+    Code,
+    clicks::{Aggregator, ClickBatch, ClickEvent, Counts, TopKey, UserAgentClassifier},
     storage::scylla::{Progress, ScyllaStore, Tally, TallyKey},
 };
 use tokio_util::sync::CancellationToken;
@@ -314,7 +315,7 @@ impl Ledger {
             let (cut, still_owner) = check?;
             if still_owner {
                 written.committed.push((cut.partition, cut.end));
-                changes.extend(row_changes(cut.partition, cut.batch, cut.start, cut.end));
+                changes.extend(segment_work(cut.partition, cut.batch, cut.start, cut.end));
             } else {
                 tracing::warn!(
                     partition = cut.partition,
@@ -334,21 +335,31 @@ impl Ledger {
         .collect::<Vec<_>>()
         .await;
         for result in results {
-            if result? {
-                written.rows_written += 1;
-            } else {
-                written.rows_skipped += 1;
-            }
+            let (rows_written, rows_skipped) = result?;
+            written.rows_written += rows_written;
+            written.rows_skipped += rows_skipped;
         }
         Ok(written)
     }
 
-    /// Applies one row change; `false` if the row already had it.
+    /// Applies one piece of work; how many rows it wrote and how many
+    /// already had their segment.
     async fn apply(
+        &self,
+        work: Work,
+        abandon: &CancellationToken,
+    ) -> Result<(usize, usize), Abandoned> {
+        match work {
+            Work::Row(change) => self.apply_row(change, abandon).await,
+            Work::DayTops(tops) => self.apply_day_tops(tops, abandon).await,
+        }
+    }
+
+    async fn apply_row(
         &self,
         change: RowChange,
         abandon: &CancellationToken,
-    ) -> Result<bool, Abandoned> {
+    ) -> Result<(usize, usize), Abandoned> {
         let cache_key = (change.partition, change.key);
         let current = match self.known.get(&cache_key) {
             Some(tally) => tally,
@@ -358,74 +369,170 @@ impl Ledger {
             .await?
             .unwrap_or_default(),
         };
-        if current.through >= change.end {
+        let Some(next) = next_tally(current, change.delta, change.start, change.end, || {
+            format!("{:?} of partition {}", cache_key.1, cache_key.0)
+        }) else {
             self.known.insert(cache_key, current);
-            return Ok(false);
-        }
-        if current.through > change.start {
-            // Only a second writer outside the progress protocol (another
-            // consumer group on the same keyspace) can leave this.
-            tracing::error!(
-                partition = cache_key.0,
-                row = ?cache_key.1,
-                through = current.through,
-                start = change.start,
-                end = change.end,
-                "a count row is ahead of its partition's progress; leaving it as it is"
-            );
-            return Ok(false);
-        }
-        let mut counts = current.counts;
-        counts.add(change.delta);
-        let next = Tally {
-            counts,
-            through: change.end,
+            return Ok((0, 1));
         };
         with_retries("write a count", self.max_backoff, abandon, || {
             self.store.write_tally(cache_key.0, &cache_key.1, next)
         })
         .await?;
         self.known.insert(cache_key, next);
-        Ok(true)
+        Ok((1, 0))
+    }
+
+    /// A link's top-list rows of one day: one partition, read at most once
+    /// and written in batches.
+    async fn apply_day_tops(
+        &self,
+        tops: DayTops,
+        abandon: &CancellationToken,
+    ) -> Result<(usize, usize), Abandoned> {
+        let DayTops {
+            partition,
+            code,
+            day,
+            start,
+            end,
+            deltas,
+        } = tops;
+        let cache_key = |top: &TopKey| (partition, TallyKey::Top(code.clone(), top.clone()));
+        let cached: Vec<Option<Tally>> = deltas
+            .iter()
+            .map(|(top, _)| self.known.get(&cache_key(top)))
+            .collect();
+        let stored: HashMap<TopKey, Tally> = if cached.iter().any(Option::is_none) {
+            with_retries("read a day's top lists", self.max_backoff, abandon, || {
+                self.store.read_day_tops(partition, &code, day)
+            })
+            .await?
+            .into_iter()
+            .collect()
+        } else {
+            HashMap::new()
+        };
+        let mut next = Vec::with_capacity(deltas.len());
+        let mut skipped = 0;
+        for ((top, clicks), cached) in deltas.into_iter().zip(cached) {
+            let current = cached
+                .or_else(|| stored.get(&top).copied())
+                .unwrap_or_default();
+            let delta = Counts {
+                clicks,
+                bot_clicks: 0,
+            };
+            match next_tally(current, delta, start, end, || {
+                format!("{top:?} of {code}, partition {partition}")
+            }) {
+                Some(tally) => next.push((top, tally)),
+                None => {
+                    self.known.insert(cache_key(&top), current);
+                    skipped += 1;
+                }
+            }
+        }
+        for chunk in next.chunks(TOPS_PER_BATCH) {
+            with_retries("write a day's top lists", self.max_backoff, abandon, || {
+                self.store.write_day_tops(partition, &code, chunk)
+            })
+            .await?;
+        }
+        for (top, tally) in &next {
+            self.known.insert(cache_key(top), *tally);
+        }
+        Ok((next.len(), skipped))
     }
 }
 
-/// The row changes of one partition's segment.
-fn row_changes(
-    partition: i32,
-    batch: ClickBatch,
+/// A row's tally after a segment, or `None` if it has the segment already.
+fn next_tally(
+    current: Tally,
+    delta: Counts,
     start: i64,
     end: i64,
-) -> impl Iterator<Item = RowChange> {
-    batch.links.into_iter().flat_map(move |(code, link)| {
-        let change = move |key: TallyKey, delta: Counts| RowChange {
-            partition,
-            key,
-            delta,
+    row: impl FnOnce() -> String,
+) -> Option<Tally> {
+    if current.through >= end {
+        return None;
+    }
+    if current.through > start {
+        // Only a second writer outside the progress protocol (another
+        // consumer group on the same keyspace) can leave this.
+        tracing::error!(
+            row = row(),
+            through = current.through,
             start,
             end,
-        };
-        let totals = std::iter::once(change(TallyKey::Totals(code.clone()), link.totals));
-        let buckets = link.buckets.into_iter().map({
-            let code = code.clone();
-            move |b| {
-                change(
-                    TallyKey::Bucket(code.clone(), b.granularity, b.start),
-                    b.counts,
-                )
-            }
-        });
-        let tops = link.tops.into_iter().map(move |(top, clicks)| {
-            change(
-                TallyKey::Top(code.clone(), top),
-                Counts {
-                    clicks,
-                    bot_clicks: 0,
-                },
-            )
-        });
-        totals.chain(buckets).chain(tops)
+            "a count row is ahead of its partition's progress; leaving it as it is"
+        );
+        return None;
+    }
+    let mut counts = current.counts;
+    counts.add(delta);
+    Some(Tally {
+        counts,
+        through: end,
     })
+}
+
+/// Top-list rows written in one batch, at most: well under the cluster's
+/// batch size warning (5 KiB by default in Cassandra) for typical values.
+const TOPS_PER_BATCH: usize = 32;
+
+/// The top-list changes of one link and day, in one partition.
+struct DayTops {
+    partition: i32,
+    code: Code,
+    day: i64,
+    start: i64,
+    end: i64,
+    deltas: Vec<(TopKey, u64)>,
+}
+
+/// One piece of a write: a row, or a partition of top-list rows.
+enum Work {
+    Row(RowChange),
+    DayTops(DayTops),
+}
+
+/// The work of one partition's segment.
+fn segment_work(partition: i32, batch: ClickBatch, start: i64, end: i64) -> Vec<Work> {
+    let mut work = Vec::new();
+    for (code, link) in batch.links {
+        let change = |key: TallyKey, delta: Counts| {
+            Work::Row(RowChange {
+                partition,
+                key,
+                delta,
+                start,
+                end,
+            })
+        };
+        work.push(change(TallyKey::Totals(code.clone()), link.totals));
+        for b in link.buckets {
+            work.push(change(
+                TallyKey::Bucket(code.clone(), b.granularity, b.start),
+                b.counts,
+            ));
+        }
+        let mut days: HashMap<i64, Vec<(TopKey, u64)>> = HashMap::new();
+        for (top, clicks) in link.tops {
+            days.entry(top.day).or_default().push((top, clicks));
+        }
+        for (day, deltas) in days {
+            work.push(Work::DayTops(DayTops {
+                partition,
+                code: code.clone(),
+                day,
+                start,
+                end,
+                deltas,
+            }));
+        }
+    }
+    work
 }
 
 #[cfg(test)]

@@ -9,7 +9,11 @@
 //! Rows are plain (not counter) cells, replaced whole: a write repeated
 //! after a timeout or a crash writes the same values again.
 
-use scylla::value::CqlValue;
+use futures_util::TryStreamExt;
+use scylla::{
+    statement::batch::{Batch, BatchType},
+    value::CqlValue,
+};
 use uuid::Uuid;
 
 use super::{
@@ -17,7 +21,7 @@ use super::{
     maybe_applied,
 };
 use crate::{
-    clicks::{Counts, Granularity, TopKey},
+    clicks::{Counts, Dimension, Granularity, TopKey},
     code::Code,
     storage::StoreError,
 };
@@ -53,6 +57,10 @@ pub struct Progress {
     /// when no flush is under way.
     pub pending: i64,
 }
+
+/// A row of `click_ledger_tops` as read: dimension, value, source,
+/// clicks, through.
+type TopRow = (String, String, i32, Option<i64>, Option<i64>);
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -176,6 +184,82 @@ impl ScyllaStore {
         }
         .map(drop)
         .map_err(from_execution)
+    }
+
+    /// One source's tallies of a link's top lists of one day: one
+    /// partition, read whole (it holds every source's rows; normally one).
+    pub async fn read_day_tops(
+        &self,
+        source: i32,
+        code: &Code,
+        day: i64,
+    ) -> Result<Vec<(TopKey, Tally)>, StoreError> {
+        let mut statement = self.statements.ledger.read_day_tops.clone();
+        statement.set_page_size(super::PAGE_ROWS);
+        let _permit = self.permit().await?;
+        let rows: Vec<TopRow> = self
+            .session
+            .execute_iter(statement, (code.as_str(), day))
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+            .rows_stream()
+            .map_err(corrupt)?
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.2 == source)
+            .filter_map(|(dimension, value, _, clicks, through)| {
+                let key = TopKey {
+                    day,
+                    dimension: Dimension::parse(&dimension)?,
+                    value: value.into(),
+                };
+                let tally = Tally {
+                    counts: Counts {
+                        clicks: to_u64(clicks),
+                        bot_clicks: 0,
+                    },
+                    through: through.unwrap_or(0),
+                };
+                Some((key, tally))
+            })
+            .collect())
+    }
+
+    /// Replaces tallies of one link's top lists of one day, for one source,
+    /// in one unlogged batch: one partition, so one mutation for the
+    /// cluster, however many values.
+    pub async fn write_day_tops(
+        &self,
+        source: i32,
+        code: &Code,
+        tops: &[(TopKey, Tally)],
+    ) -> Result<(), StoreError> {
+        let statement = &self.statements.ledger.write_top;
+        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut values = Vec::with_capacity(tops.len());
+        for (top, tally) in tops {
+            batch.append_statement(statement.clone());
+            values.push((
+                code.as_str(),
+                top.day,
+                top.dimension.as_str(),
+                top.value.as_str(),
+                source,
+                to_i64(tally.counts.clicks),
+                tally.through,
+                tally.through,
+            ));
+        }
+        batch.set_is_idempotent(true);
+        let _permit = self.permit().await?;
+        self.session
+            .batch(&batch, values)
+            .await
+            .map(drop)
+            .map_err(|e| from_execution(super::Failure::Cql(Box::new(e))))
     }
 
     async fn serial_progress(

@@ -24,6 +24,7 @@ pub(super) struct LedgerStatements {
     pub(super) read_totals: PreparedStatement,
     pub(super) read_bucket: PreparedStatement,
     pub(super) read_top: PreparedStatement,
+    pub(super) read_day_tops: PreparedStatement,
     pub(super) write_totals: PreparedStatement,
     pub(super) write_bucket: PreparedStatement,
     pub(super) write_top: PreparedStatement,
@@ -249,6 +250,14 @@ impl Statements {
                 read_top: prepare(
                     "SELECT clicks, through FROM click_ledger_tops \
                      WHERE code = ? AND day = ? AND dimension = ? AND value = ? AND source = ?"
+                        .into(),
+                    true,
+                    None,
+                )
+                .await?,
+                read_day_tops: prepare(
+                    "SELECT dimension, value, source, clicks, through FROM click_ledger_tops \
+                     WHERE code = ? AND day = ?"
                         .into(),
                     true,
                     None,

@@ -13,8 +13,8 @@ use std::{
 
 pub use links::settings::{LogFormat, LogSettings, env_name};
 use links::{
-    settings::{LoadError, config_dir, layered},
-    storage::scylla::{InvalidSetting, ScyllaSettings},
+    settings::{self, InvalidKey, LoadError, config_dir, layered},
+    storage::scylla::ScyllaSettings,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -184,26 +184,12 @@ pub enum SettingsError {
     Load(#[from] LoadError),
     #[error("configuration: {0}")]
     Deserialize(#[from] config::ConfigError),
-    #[error("configuration key {key} (environment {env}): {reason}")]
-    Invalid {
-        key: &'static str,
-        env: String,
-        reason: String,
-    },
-}
-
-impl From<InvalidSetting> for SettingsError {
-    fn from(e: InvalidSetting) -> Self {
-        invalid(e.key, e.reason)
-    }
+    #[error(transparent)]
+    Invalid(#[from] InvalidKey),
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid {
-        key,
-        env: env_name(key),
-        reason: reason.into(),
-    }
+    settings::invalid(key, reason).into()
 }
 
 impl Settings {
@@ -378,9 +364,7 @@ impl Settings {
             if kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
                 return Err(invalid("events.kafka.brokers", "name at least one broker"));
             }
-            let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-            if kafka.topic.is_empty() || kafka.topic.len() > 249 || !kafka.topic.chars().all(legal)
-            {
+            if !settings::is_topic_name(&kafka.topic) {
                 return Err(invalid(
                     "events.kafka.topic",
                     "1 to 249 letters, digits, '.', '_' or '-'",

@@ -33,6 +33,31 @@ pub enum LoadError {
     },
 }
 
+/// A value the configuration cannot hold: the key, the environment
+/// variable that sets it, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration key {key} (environment {env}): {reason}")]
+pub struct InvalidKey {
+    pub key: &'static str,
+    pub env: String,
+    pub reason: String,
+}
+
+/// Says what is wrong with the value of `key`.
+pub fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidKey {
+    InvalidKey {
+        key,
+        env: env_name(key),
+        reason: reason.into(),
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 letters, digits, `.`, `_`, `-`.
+pub fn is_topic_name(name: &str) -> bool {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !name.is_empty() && name.len() <= 249 && name.chars().all(legal)
+}
+
 /// The environment variable that sets a key: `http.listen` →
 /// `SHORTENER__HTTP__LISTEN`.
 pub fn env_name(key: &str) -> String {

@@ -7,8 +7,8 @@
 use std::{path::Path, time::Duration};
 
 use links::{
-    settings::{LoadError, LogSettings, config_dir, env_name, layered},
-    storage::scylla::{InvalidSetting, ScyllaSettings},
+    settings::{self, InvalidKey, LoadError, LogSettings, config_dir, layered},
+    storage::scylla::ScyllaSettings,
 };
 use serde::Deserialize;
 
@@ -69,32 +69,12 @@ pub enum SettingsError {
     Load(#[from] LoadError),
     #[error("configuration: {0}")]
     Deserialize(#[from] config::ConfigError),
-    #[error("configuration key {key} (environment {env}): {reason}")]
-    Invalid {
-        key: &'static str,
-        env: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidKey),
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid {
-        key,
-        env: env_name(key),
-        reason: reason.into(),
-    }
-}
-
-impl From<InvalidSetting> for SettingsError {
-    fn from(e: InvalidSetting) -> Self {
-        invalid(e.key, e.reason)
-    }
-}
-
-/// Kafka's rule for topic names.
-fn topic_name_ok(name: &str) -> bool {
-    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    !name.is_empty() && name.len() <= 249 && name.chars().all(legal)
+    settings::invalid(key, reason).into()
 }
 
 impl Settings {
@@ -126,7 +106,7 @@ impl Settings {
         if kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
             return Err(invalid("events.kafka.brokers", "name at least one broker"));
         }
-        if !topic_name_ok(&kafka.topic) {
+        if !settings::is_topic_name(&kafka.topic) {
             return Err(invalid(
                 "events.kafka.topic",
                 "1 to 249 letters, digits, '.', '_' or '-'",
@@ -136,7 +116,7 @@ impl Settings {
         if w.group.trim().is_empty() {
             return Err(invalid("worker.group", "must not be empty"));
         }
-        if !topic_name_ok(&w.dead_letter_topic) || w.dead_letter_topic == kafka.topic {
+        if !settings::is_topic_name(&w.dead_letter_topic) || w.dead_letter_topic == kafka.topic {
             return Err(invalid(
                 "worker.dead_letter_topic",
                 "1 to 249 letters, digits, '.', '_' or '-', other than events.kafka.topic",
@@ -231,7 +211,7 @@ mod tests {
         let all = links::settings::keys_of(DEFAULTS).expect("defaults parse");
         assert!(all.len() > 20, "{all:?}");
         for key in all {
-            let env = env_name(&key);
+            let env = settings::env_name(&key);
             assert!(
                 readme.contains(&format!("`{env}`")),
                 "README does not document {env}"

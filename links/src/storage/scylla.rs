@@ -55,7 +55,7 @@ pub use scylla::frame::types::Consistency;
 
 pub use self::ledger::{Progress, Tally, TallyKey};
 pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};
-pub use self::settings::{ConsistencySetting, InvalidSetting, ScyllaSettings};
+pub use self::settings::{ConsistencySetting, ScyllaSettings};
 use self::statements::Statements;
 use super::{IdBlock, LinkStore, StoreError, Uniqueness};
 use crate::{

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{ClickCounts, Consistency, ScyllaOptions, check_keyspace_name};
+use crate::settings::{InvalidKey, invalid};
 
 /// Consistency levels offered for reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -55,24 +56,9 @@ pub struct ScyllaSettings {
     pub migrate_on_start: bool,
 }
 
-/// A bad value, with the key it was found under.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct InvalidSetting {
-    pub key: &'static str,
-    pub reason: String,
-}
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidSetting {
-    InvalidSetting {
-        key,
-        reason: reason.into(),
-    }
-}
-
 impl ScyllaSettings {
     /// Checks every key.
-    pub fn validate(&self) -> Result<(), InvalidSetting> {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
         if self.nodes.iter().all(|n| n.trim().is_empty()) {
             return Err(invalid("storage.scylla.nodes", "name at least one node"));
         }
@@ -95,7 +81,7 @@ impl ScyllaSettings {
     }
 
     /// `replication` as (datacenter, replicas) pairs: "dc1:3,dc2:3".
-    pub fn replication(&self) -> Result<Vec<(String, u32)>, InvalidSetting> {
+    pub fn replication(&self) -> Result<Vec<(String, u32)>, InvalidKey> {
         let key = "storage.scylla.replication";
         let pairs = self
             .replication
@@ -131,7 +117,7 @@ impl ScyllaSettings {
         &self,
         retention: Duration,
         click_counts: ClickCounts,
-    ) -> Result<ScyllaOptions, InvalidSetting> {
+    ) -> Result<ScyllaOptions, InvalidKey> {
         let password = self.password.expose_secret();
         Ok(ScyllaOptions {
             nodes: self.nodes.iter().map(|n| n.trim().to_owned()).collect(),

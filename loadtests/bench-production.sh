@@ -23,16 +23,9 @@ COLD_CONCURRENCY=${COLD_CONCURRENCY:-16}
 EMBEDDED_PORT=${EMBEDDED_PORT:-18080}
 PRODUCTION_PORT=${PRODUCTION_PORT:-18082}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=loadtests/lib.sh
 source loadtests/lib.sh
+trap cleanup EXIT
 
 keyspace="bench_$(date +%s)"
 production_env=(

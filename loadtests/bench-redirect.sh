@@ -20,16 +20,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 API_PORT=${API_PORT:-18080}
 BASELINE_PORT=${BASELINE_PORT:-18081}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=loadtests/lib.sh
 source loadtests/lib.sh
+trap cleanup EXIT
 
 start_api() { # DATA_DIR [extra env...]
   local db=$1; shift

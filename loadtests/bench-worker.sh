@@ -29,16 +29,9 @@ SECONDS_RUN=${SECONDS_RUN:-30}
 E2E_LINKS=${E2E_LINKS:-20}
 API_PORT=${API_PORT:-18090}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=loadtests/lib.sh
 source loadtests/lib.sh
+trap cleanup EXIT
 
 run_id="bench_$(date +%s)"
 brokers=127.0.0.1:9092

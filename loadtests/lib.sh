@@ -1,5 +1,15 @@
-# Shared by the benchmark scripts (sourced, not run). Expects $work, a
-# scratch directory the caller removes.
+# Shared by the benchmark scripts (sourced, not run). Each script runs
+# `trap cleanup EXIT` after sourcing it.
+
+work=$(mktemp -d)  # scratch files, removed by cleanup
+pids=()            # processes started in the background, stopped by cleanup
+
+cleanup() {
+  # Paused processes (SIGSTOP) are resumed first, or they would not exit.
+  for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 
 log() { printf '== %s\n' "$*" >&2; }
 

@@ -1,8 +1,6 @@
 //! Outages of dev-stack servers, and load to observe them under.
 
 use std::{
-    path::PathBuf,
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -15,6 +13,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use links::storage::contract::dev_stack;
+
 use crate::helpers::TestApp;
 
 /// Held by each test for its whole run: outages must not overlap. (An
@@ -23,18 +23,6 @@ use crate::helpers::TestApp;
 pub async fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::const_new(());
     LOCK.lock().await
-}
-
-fn dev_stack(args: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/dev-stack");
-    let status = Command::new(&script)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "infra/dev-stack {args:?} failed: {status}"
-    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

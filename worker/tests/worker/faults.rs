@@ -1,9 +1,9 @@
-//! Exact counts through crashes, a failover within the group, and a Kafka
-//! restart.
+//! Exact counts through crashes, a failover within the group, a Kafka
+//! restart and a frozen ScyllaDB.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::time::Duration;
 
-use links::clicks::ClickEvent;
+use links::{clicks::ClickEvent, storage::contract::dev_stack};
 
 use crate::helpers::{Deployment, events, one_at_a_time};
 
@@ -80,18 +80,6 @@ async fn two_workers_share_the_partitions_and_one_dying_loses_and_doubles_nothin
         "the survivor never took the other's partitions:\n{survivor}"
     );
     deployment.assert_exact(&truth).await;
-}
-
-fn dev_stack(args: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/dev-stack");
-    let status = Command::new(&script)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "infra/dev-stack {args:?} failed: {status}"
-    );
 }
 
 /// Brings a server back when dropped, also if the test fails while it is

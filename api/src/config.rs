@@ -11,9 +11,9 @@ use std::{
     time::Duration,
 };
 
-pub use links::settings::{LogFormat, LogSettings, env_name};
+pub use links::settings::{LogFormat, LogSettings, SettingsError, env_name};
 use links::{
-    settings::{self, InvalidKey, LoadError, config_dir, layered},
+    settings::{self, config_dir},
     storage::scylla::ScyllaSettings,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -177,17 +177,6 @@ pub struct InProcessSettings {
     pub max_pending_rows: usize,
 }
 
-/// A configuration the service cannot start with.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("configuration: {0}")]
-    Deserialize(#[from] config::ConfigError),
-    #[error(transparent)]
-    Invalid(#[from] InvalidKey),
-}
-
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
     settings::invalid(key, reason).into()
 }
@@ -204,13 +193,12 @@ impl Settings {
         dir: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
-        let settings: Settings = layered(
+        let settings: Settings = settings::load(
             DEFAULTS,
             dir,
             env,
             &["links.blocked_hosts", "storage.scylla.nodes"],
-        )?
-        .try_deserialize()?;
+        )?;
         settings.validate()?;
         Ok(settings)
     }

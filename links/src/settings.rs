@@ -21,9 +21,11 @@ const ENV_PREFIX: &str = "SHORTENER";
 /// Names the directory of `*.toml` overrides (default `./config`).
 const CONFIG_DIR_VAR: &str = "SHORTENER_CONFIG_DIR";
 
-/// A configuration that cannot be read.
+/// A configuration a binary cannot start with.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum SettingsError {
+    /// Unreadable, or not of the expected shape (an unknown key, a value
+    /// of the wrong type).
     #[error("configuration: {0}")]
     Config(#[from] config::ConfigError),
     #[error("configuration: cannot read {dir}: {source}")]
@@ -31,6 +33,9 @@ pub enum LoadError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// Read, but a value is not acceptable.
+    #[error(transparent)]
+    Invalid(#[from] InvalidKey),
 }
 
 /// A value the configuration cannot hold: the key, the environment
@@ -73,14 +78,15 @@ pub fn config_dir() -> PathBuf {
 }
 
 /// Reads `defaults`, then `dir/*.toml` if there is such a directory, then
-/// the `SHORTENER__…` variables of `env`; the keys in `lists` take
-/// comma-separated lists in the environment.
-pub fn layered(
+/// the `SHORTENER__…` variables of `env`, into a binary's settings; the
+/// keys in `lists` take comma-separated lists in the environment. The
+/// caller checks the values.
+pub fn load<T: serde::de::DeserializeOwned>(
     defaults: &str,
     dir: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
     lists: &[&str],
-) -> Result<Config, LoadError> {
+) -> Result<T, SettingsError> {
     let mut builder = Config::builder().add_source(File::from_str(defaults, FileFormat::Toml));
     for file in dir.map(toml_files).transpose()?.unwrap_or_default() {
         builder = builder.add_source(File::from(file).format(FileFormat::Toml));
@@ -98,15 +104,15 @@ pub fn layered(
     for key in lists {
         environment = environment.with_list_parse_key(key);
     }
-    Ok(builder.add_source(environment).build()?)
+    Ok(builder.add_source(environment).build()?.try_deserialize()?)
 }
 
-fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, SettingsError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(LoadError::Dir {
+            return Err(SettingsError::Dir {
                 dir: dir.to_owned(),
                 source,
             });
@@ -175,7 +181,7 @@ impl LogSettings {
 
 /// Every key of a defaults file, as a dotted path (`http.listen`): what a
 /// binary's reference documentation must cover.
-pub fn keys_of(defaults: &str) -> Result<Vec<String>, LoadError> {
+pub fn keys_of(defaults: &str) -> Result<Vec<String>, SettingsError> {
     fn walk(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
         for (name, value) in table {
             let key = if prefix.is_empty() {

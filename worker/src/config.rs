@@ -6,8 +6,9 @@
 
 use std::{path::Path, time::Duration};
 
+pub use links::settings::SettingsError;
 use links::{
-    settings::{self, InvalidKey, LoadError, LogSettings, config_dir, layered},
+    settings::{self, LogSettings, config_dir},
     storage::scylla::ScyllaSettings,
 };
 use serde::Deserialize;
@@ -62,17 +63,6 @@ pub struct WorkerSettings {
     pub shutdown_timeout: Duration,
 }
 
-/// A configuration the worker cannot start with.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("configuration: {0}")]
-    Deserialize(#[from] config::ConfigError),
-    #[error(transparent)]
-    Invalid(#[from] InvalidKey),
-}
-
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
     settings::invalid(key, reason).into()
 }
@@ -89,8 +79,7 @@ impl Settings {
         dir: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
-        let settings: Settings =
-            layered(DEFAULTS, dir, env, &["storage.scylla.nodes"])?.try_deserialize()?;
+        let settings: Settings = settings::load(DEFAULTS, dir, env, &["storage.scylla.nodes"])?;
         settings.validate()?;
         Ok(settings)
     }

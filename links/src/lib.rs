@@ -12,8 +12,10 @@
 //!   aggregation that turns events into counts.
 //! - [`stats`]: the statistics a link's owner reads.
 //! - [`storage`]: the [`LinkStore`] port and its adapters.
-//! - [`settings`], [`signals`]: configuration layers, logging and the
-//!   shutdown signals, shared by both binaries.
+//! - [`settings`], [`signals`]: configuration layers and the shutdown
+//!   signals, shared by both binaries.
+//! - [`telemetry`]: logs, traces (OTLP) and process metrics, set up the same
+//!   way by both binaries.
 //!
 //! Nothing here knows about HTTP; the API converts requests into these
 //! types once, at its edge.
@@ -28,6 +30,7 @@ pub mod signals;
 pub mod stats;
 pub mod storage;
 pub mod target;
+pub mod telemetry;
 
 pub use code::{Alias, Code, CodeError};
 pub use link::{Link, LinkChanges, LinkState, ManageToken, RedirectStatus, TokenDigest};

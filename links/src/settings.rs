@@ -8,14 +8,11 @@
 //! Each binary deserializes the result into its own settings and checks
 //! them at start.
 
-use std::{
-    io::IsTerminal,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::EnvFilter;
 
 const ENV_PREFIX: &str = "SHORTENER";
 /// Names the directory of `*.toml` overrides (default `./config`).
@@ -147,35 +144,6 @@ impl LogSettings {
         EnvFilter::try_new(&self.level)
             .map(drop)
             .map_err(|e| e.to_string())
-    }
-
-    /// Installs the global subscriber: readable text, or JSON for log
-    /// pipelines. `RUST_LOG`, when set, wins over `log.level`, so one run
-    /// can be debugged without editing configuration.
-    pub fn init(&self) {
-        let filter =
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&self.level));
-        let registry = tracing_subscriber::registry().with(filter);
-        let result = match self.format {
-            LogFormat::Text => registry
-                .with(
-                    fmt::layer()
-                        .with_target(false)
-                        .with_ansi(std::io::stdout().is_terminal()),
-                )
-                .try_init(),
-            LogFormat::Json => registry
-                .with(
-                    fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(false),
-                )
-                .try_init(),
-        };
-        if result.is_err() {
-            tracing::debug!("a tracing subscriber was already installed");
-        }
     }
 }
 

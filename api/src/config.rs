@@ -12,6 +12,7 @@ use std::{
 };
 
 pub use links::settings::{LogFormat, LogSettings, SettingsError, env_name};
+pub use links::telemetry::TraceSettings;
 use links::{
     settings::{self, config_dir},
     storage::scylla::ScyllaSettings,
@@ -31,6 +32,30 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub events: EventSettings,
     pub log: LogSettings,
+    pub traces: TraceSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// `metrics.*`: where `/metrics` is served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A separate admin listener for `/metrics`; empty serves it on
+    /// `http.listen` with everything else.
+    pub listen: String,
+}
+
+impl MetricsSettings {
+    /// The admin listener's address, if one is configured.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, SettingsError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid("metrics.listen", "not an address such as 0.0.0.0:9464"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +76,7 @@ pub struct HttpSettings {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     pub country_header: String,
+    pub access_log_ratio: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -402,6 +428,11 @@ impl Settings {
         self.log
             .validate()
             .map_err(|reason| invalid("log.level", reason))?;
+        self.traces.validate()?;
+        self.metrics.listen_addr()?;
+        if !(0.0..=1.0).contains(&self.http.access_log_ratio) {
+            return Err(invalid("http.access_log_ratio", "must be between 0 and 1"));
+        }
         Ok(())
     }
 

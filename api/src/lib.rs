@@ -20,5 +20,7 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod storage;
+pub mod telemetry;
 
 pub use startup::Application;

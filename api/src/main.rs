@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load()?;
-    settings.log.init();
+    let telemetry = links::telemetry::init("shortener-api", &settings.log, &settings.traces)?;
     match command.as_deref() {
         None | Some("serve") => {
             Application::build(settings)
@@ -23,5 +23,7 @@ async fn main() -> anyhow::Result<()> {
         Some("migrate") => startup::migrate(&settings).await?,
         Some(other) => anyhow::bail!("unknown command {other:?}\n{USAGE}"),
     }
+    // Sends the spans still buffered; blocking, so off the executor.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }

@@ -1,8 +1,17 @@
 //! Prometheus metrics, named `shortener_*`.
 //!
 //! Every handle is resolved once, at start; recording on the redirect path
-//! is one relaxed atomic add.
+//! is a few relaxed atomic adds and one histogram observation. Every series
+//! a dashboard or alert reads exists from the start (at zero), so a rate
+//! over it is never "no data".
+//!
+//! Names are an interface: `dashboards/` and the alert rules use them, and
+//! a test scrapes a running service to keep them in step.
 
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use links::telemetry::process::ProcessCollector;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -25,10 +34,155 @@ struct TierLabel {
     tier: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+/// What a request was for: the `route` label of the HTTP metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET`/`HEAD /{code}`, and any path no other route takes.
+    Redirect,
+    /// `POST /api/v1/links`.
+    Create,
+    /// `GET /api/v1/links/{code}/stats`.
+    Stats,
+    /// The rest of `/api/v1`: read, change, delete a link; the OpenAPI
+    /// document.
+    Api,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    Admin,
+}
+
+impl Route {
+    pub const ALL: [Route; 5] = [
+        Route::Redirect,
+        Route::Create,
+        Route::Stats,
+        Route::Api,
+        Route::Admin,
+    ];
+
+    /// The route of a request, from its method and path alone.
+    pub fn of(method: &actix_web::http::Method, path: &str) -> Self {
+        match path.strip_prefix("/api/") {
+            Some("v1/links") if method == actix_web::http::Method::POST => Route::Create,
+            Some(rest) if rest.ends_with("/stats") => Route::Stats,
+            Some(_) => Route::Api,
+            None if matches!(path, "/healthz" | "/readyz" | "/metrics") => Route::Admin,
+            None => Route::Redirect,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Redirect => "redirect",
+            Route::Create => "create",
+            Route::Stats => "stats",
+            Route::Api => "api",
+            Route::Admin => "admin",
+        }
+    }
+
+    /// The route's path pattern, as in the OpenAPI document.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Route::Redirect => "/{code}",
+            Route::Create => "/api/v1/links",
+            Route::Stats => "/api/v1/links/{code}/stats",
+            Route::Api => "/api/v1/links/{code}",
+            Route::Admin => "/admin",
+        }
+    }
+}
+
+const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Latency buckets from 50 µs, so an L1-hit redirect (tens of µs) and a
+/// store-bound one (milliseconds) fall in different buckets, to 10 s.
+/// 25 ms, the redirect latency objective, is a bucket boundary.
+const REQUEST_BUCKETS: [f64; 17] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Requests and their latency per route: the RED metrics.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    /// Per route, per status class.
+    requests: [[Counter; 4]; 5],
+    durations: [Histogram; 5],
+}
+
+impl HttpMetrics {
+    /// Counts one request and its duration.
+    pub fn record(&self, route: Route, status: StatusCode, elapsed: Duration) {
+        let class = match status.as_u16() {
+            ..300 => 0,
+            300..400 => 1,
+            400..500 => 2,
+            _ => 3,
+        };
+        self.requests[route as usize][class].inc();
+        self.durations[route as usize].observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Calls to the link store, per operation.
+#[derive(Debug)]
+pub struct StoreMetrics {
+    family_seconds: Family<OperationLabel, Histogram>,
+    family_errors: Family<OperationLabel, Counter>,
+}
+
+impl StoreMetrics {
+    /// The duration histogram and error counter of one operation.
+    pub fn operation(&self, operation: &'static str) -> (Histogram, Counter) {
+        let label = OperationLabel { operation };
+        (
+            self.family_seconds.get_or_create(&label).clone(),
+            self.family_errors.get_or_create(&label).clone(),
+        )
+    }
+}
+
+/// The store's operations, as labelled.
+pub const STORE_OPERATIONS: [&str; 10] = [
+    "lease_ids",
+    "reserve_id",
+    "insert_link",
+    "get_link",
+    "update_link",
+    "delete_link",
+    "record_clicks",
+    "click_stats",
+    "get_or_init_setting",
+    "ping",
+];
+
 /// The service's metrics, and the registry that exports them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    pub http: HttpMetrics,
+    pub store: StoreMetrics,
+    /// Time from handing a click event to the producer to its
+    /// acknowledgement by Kafka.
+    pub kafka_delivery_seconds: Histogram,
+    /// Errors librdkafka reported (broker down, authentication, ...).
+    pub kafka_errors: Counter,
     /// Lookups answered by the in-process cache with a link.
     pub l1_hits: Counter,
     /// Lookups answered by the in-process cache as unknown or gone.
@@ -67,7 +221,73 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("shortener");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("shortener");
+
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, per route and status class",
+            requests.clone(),
+        );
+        let durations = Family::<RouteLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(REQUEST_BUCKETS)) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's head being read to its response being ready, per route",
+            durations.clone(),
+        );
+        let http = HttpMetrics {
+            requests: Route::ALL.map(|route| {
+                STATUS_CLASSES.map(|status| {
+                    requests
+                        .get_or_create(&RequestLabels {
+                            route: route.label(),
+                            status,
+                        })
+                        .clone()
+                })
+            }),
+            durations: Route::ALL.map(|route| {
+                durations
+                    .get_or_create(&RouteLabel {
+                        route: route.label(),
+                    })
+                    .clone()
+            }),
+        };
+        // 100 µs to about 3.3 s: a cached partition read to a timeout.
+        let store_seconds = Family::<OperationLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "storage_operation_duration_seconds",
+            "Duration of link store operations, errors included",
+            store_seconds.clone(),
+        );
+        let store_errors = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "storage_errors",
+            "Link store operations that failed (unavailable, timed out)",
+            store_errors.clone(),
+        );
+        let store = StoreMetrics {
+            family_seconds: store_seconds,
+            family_errors: store_errors,
+        };
+        for operation in STORE_OPERATIONS {
+            store.operation(operation);
+        }
+        // 1 ms to about 33 s: an acknowledgement by all in-sync replicas,
+        // to the delivery timeout.
+        let kafka_delivery_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "kafka_delivery_duration_seconds",
+            "Time from producing a click event to its acknowledgement by Kafka",
+            kafka_delivery_seconds.clone(),
+        );
 
         let cache_requests = Family::<CacheLabels, Counter>::default();
         registry.register(
@@ -81,6 +301,11 @@ impl Metrics {
             "Loads from the next tier after a cache miss (one per key however many requests wait)",
             cache_loads.clone(),
         );
+        for tier in ["l1", "l2"] {
+            for result in ["hit", "negative_hit", "miss"] {
+                drop(cache_requests.get_or_create(&CacheLabels { tier, result }));
+            }
+        }
         let lookup = |result| {
             cache_requests
                 .get_or_create(&CacheLabels { tier: "l1", result })
@@ -143,6 +368,10 @@ impl Metrics {
             "Failed writes of aggregated click counts",
         );
         let redis_errors = counter("redis_errors", "Redis calls that failed or timed out");
+        let kafka_errors = counter(
+            "kafka_errors",
+            "Errors reported by the Kafka client (brokers unreachable, requests failed)",
+        );
         let redis_rejected = counter(
             "redis_rejected",
             "Redis calls skipped because the breaker was open",
@@ -159,7 +388,11 @@ impl Metrics {
         );
 
         Self {
-            registry,
+            registry: root,
+            http,
+            store,
+            kafka_delivery_seconds,
+            kafka_errors,
             l1_hits,
             l1_negative_hits,
             l1_misses,
@@ -195,5 +428,52 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn routes_are_told_by_method_and_path() {
+        let of = |method: Method, path| Route::of(&method, path);
+        assert_eq!(of(Method::GET, "/abc1234"), Route::Redirect);
+        assert_eq!(of(Method::HEAD, "/abc1234"), Route::Redirect);
+        assert_eq!(of(Method::GET, "/no/such/path"), Route::Redirect);
+        assert_eq!(of(Method::POST, "/api/v1/links"), Route::Create);
+        assert_eq!(of(Method::GET, "/api/v1/links"), Route::Api);
+        assert_eq!(of(Method::GET, "/api/v1/links/abc1234"), Route::Api);
+        assert_eq!(of(Method::GET, "/api/v1/links/abc1234/stats"), Route::Stats);
+        assert_eq!(of(Method::GET, "/api/v1/openapi.json"), Route::Api);
+        assert_eq!(of(Method::GET, "/healthz"), Route::Admin);
+        assert_eq!(of(Method::GET, "/metrics"), Route::Admin);
+    }
+
+    #[test]
+    fn requests_are_counted_per_route_and_status_class() {
+        let metrics = Metrics::new();
+        let ms = Duration::from_millis(1);
+        metrics.http.record(Route::Redirect, StatusCode::FOUND, ms);
+        metrics
+            .http
+            .record(Route::Redirect, StatusCode::NOT_FOUND, ms);
+        metrics
+            .http
+            .record(Route::Create, StatusCode::SERVICE_UNAVAILABLE, ms);
+        let text = metrics.render();
+        for line in [
+            r#"shortener_http_requests_total{route="redirect",status="3xx"} 1"#,
+            r#"shortener_http_requests_total{route="redirect",status="4xx"} 1"#,
+            r#"shortener_http_requests_total{route="create",status="5xx"} 1"#,
+            r#"shortener_http_requests_total{route="stats",status="2xx"} 0"#,
+            r#"shortener_http_request_duration_seconds_count{route="redirect"} 2"#,
+            r#"shortener_cache_requests_total{tier="l2",result="negative_hit"} 0"#,
+            r#"shortener_storage_errors_total{operation="get_link"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

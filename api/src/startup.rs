@@ -3,12 +3,13 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
+    rc::Rc,
     sync::{Arc, atomic::AtomicBool},
 };
 
 use actix_web::{
     App, HttpServer,
-    dev::Server,
+    dev::{Server, ServerHandle},
     http::{KeepAlive, header::HeaderName},
     middleware::from_fn,
     web,
@@ -37,7 +38,10 @@ use crate::{
     openapi,
     routes::{health, links as link_routes, metrics, redirect, stats},
     state::AppState,
+    storage::MeteredStore,
+    telemetry::{self, Observer},
 };
+use links::telemetry::Sampler;
 
 /// How long start waits for Kafka to create (or confirm) the clicks topic.
 const TOPIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -72,6 +76,8 @@ pub enum StartupError {
 pub struct Application {
     addr: SocketAddr,
     server: Server,
+    /// The admin listener serving `/metrics`, if `metrics.listen` is set.
+    admin: Option<(SocketAddr, ServerHandle)>,
     pipeline: ClickPipeline,
     state: web::Data<AppState>,
     stop: CancellationToken,
@@ -190,6 +196,17 @@ impl Application {
         blocked_hosts.extend(host_of(&public_base));
 
         let metrics = Arc::new(Metrics::new());
+        let system = match settings.storage.backend {
+            StorageBackend::Sqlite => "sqlite",
+            StorageBackend::Scylla => "scylladb",
+        };
+        let store: Arc<dyn LinkStore> = MeteredStore::wrap(store, system, &metrics);
+        let admin_addr = settings.metrics.listen_addr()?;
+        let admin_listener = admin_addr
+            .map(|addr| {
+                TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })
+            })
+            .transpose()?;
         let key = settings
             .code_key()
             .map(CodeKey::from_hex)
@@ -266,19 +283,31 @@ impl Application {
                 .filter(|h| !h.is_empty())
                 .and_then(|h| HeaderName::try_from(h).ok()),
             admin_token: settings.admin_token().map(TokenDigest::of),
-            metrics,
+            metrics: metrics.clone(),
+            tracing: settings.traces.enabled(),
             accepting: AtomicBool::new(true),
         });
+        let sampler = Sampler::for_settings(&settings.traces);
+        let access_log_ratio = settings.http.access_log_ratio;
+        let metrics_here = admin_listener.is_none();
 
         let http = settings.http.clone();
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let max_header_bytes = http.max_header_bytes;
+            let observer = Rc::new(Observer {
+                metrics: metrics.clone(),
+                sampler,
+                access_log_ratio,
+            });
             App::new()
                 .wrap(from_fn(move |req, next| {
                     crate::routes::limit_headers(max_header_bytes, req, next)
                 }))
-                .configure(|cfg| routes(cfg, app_state.clone(), http.max_body_bytes))
+                .wrap(from_fn(move |req, next| {
+                    telemetry::observe(observer.clone(), req, next)
+                }))
+                .configure(|cfg| routes(cfg, app_state.clone(), http.max_body_bytes, metrics_here))
         })
         .backlog(BACKLOG)
         .max_connections(settings.http.max_connections)
@@ -293,10 +322,14 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(%addr, public_base = %state.public_base, "listening");
+        let admin = admin_listener
+            .map(|listener| admin_server(listener, state.clone()))
+            .transpose()?;
 
         Ok(Self {
             addr,
             server,
+            admin,
             pipeline,
             state,
             stop: CancellationToken::new(),
@@ -312,6 +345,11 @@ impl Application {
         self.addr
     }
 
+    /// Where `/metrics` is served: the admin listener, or the main one.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.admin.as_ref().map_or(self.addr, |(addr, _)| *addr)
+    }
+
     /// Cancelling this token stops the application gracefully, as SIGTERM does.
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
@@ -322,6 +360,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let Self {
             server,
+            admin,
             pipeline,
             state,
             stop,
@@ -343,13 +382,45 @@ impl Application {
         }
         tracing::info!("shutting down: writing queued clicks");
         pipeline.shut_down().await;
+        // Scrapes see the pipeline drain; the admin listener stops last.
+        if let Some((_, admin)) = admin {
+            admin.stop(true).await;
+        }
         background.cancel();
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, max_body: usize) {
+/// The admin listener: `/metrics` only, on one thread.
+fn admin_server(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+) -> Result<(SocketAddr, ServerHandle), StartupError> {
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new().app_data(state.clone()).service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics::metrics))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    tracing::info!(%addr, "serving /metrics");
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok((addr, handle))
+}
+
+fn routes(
+    cfg: &mut web::ServiceConfig,
+    state: web::Data<AppState>,
+    max_body: usize,
+    metrics_here: bool,
+) {
     let not_allowed = || web::to(error::method_not_allowed);
     cfg.app_data(state)
         .app_data(
@@ -368,11 +439,15 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, max_body: us
                 .route(web::get().to(health::readyz))
                 .default_service(not_allowed()),
         )
-        .service(
-            web::resource("/metrics")
-                .route(web::get().to(metrics::metrics))
-                .default_service(not_allowed()),
-        )
+        .configure(|cfg| {
+            if metrics_here {
+                cfg.service(
+                    web::resource("/metrics")
+                        .route(web::get().to(metrics::metrics))
+                        .default_service(not_allowed()),
+                );
+            }
+        })
         .service(
             web::scope("/api/v1")
                 .service(

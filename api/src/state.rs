@@ -23,6 +23,8 @@ pub struct AppState {
     pub country_header: Option<header::HeaderName>,
     pub admin_token: Option<TokenDigest>,
     pub metrics: Arc<Metrics>,
+    /// Whether requests may be traced (`traces.endpoint` is set).
+    pub tracing: bool,
     /// False once shutdown has begun, so load balancers stop sending traffic.
     pub accepting: AtomicBool,
 }

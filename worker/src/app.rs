@@ -1,6 +1,15 @@
 //! The worker's loop: consume, count, write, commit; and its shutdown.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+    time::Duration,
+};
+
+use actix_web::dev::ServerHandle;
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use futures_util::StreamExt;
 use links::{
@@ -21,6 +30,7 @@ use crate::{
     config::{Settings, SettingsError},
     kafka::{self, Assignment, DeadLetters, GroupConsumer},
     ledger::{Abandoned, Admit, Cut, Ledger, Source, Written},
+    metrics::{self, WorkerMetrics},
 };
 
 /// The outcome of the write under way; pending forever if there is none.
@@ -55,6 +65,11 @@ pub enum WorkerError {
     Kafka(#[from] KafkaError),
     #[error("a startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What the worker has done since it started.
@@ -83,6 +98,11 @@ pub struct Worker {
     written_to: HashMap<i32, i64>,
     stop: CancellationToken,
     totals: Totals,
+    metrics: Arc<WorkerMetrics>,
+    /// Where `/metrics` is served, and the server's handle.
+    metrics_server: (SocketAddr, ServerHandle),
+    /// Whether events of sampled traces get a span (`traces.endpoint` set).
+    tracing: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -111,16 +131,26 @@ impl Worker {
             tracing::warn!(%error, "cannot create the dead-letter topic");
         }
         let w = &settings.worker;
+        let metrics = Arc::new(WorkerMetrics::new());
+        let addr = w.metrics_addr()?;
+        let metrics_server = TcpListener::bind(addr)
+            .and_then(|listener| metrics::serve(listener, Arc::clone(&metrics)))
+            .map_err(|source| WorkerError::Metrics { addr, source })?;
+        tracing::info!(addr = %metrics_server.0, "serving /metrics");
         let ledger = Ledger::new(
             store,
             settings.events.kafka.topic.clone(),
             w.cached_rows,
             w.write_concurrency,
             w.max_backoff,
+            metrics.scylla_failures.clone(),
         );
         Ok(Self {
-            consumer: Arc::new(kafka::consumer(&settings)?),
-            dead_letters: DeadLetters::new(&settings)?,
+            consumer: Arc::new(kafka::consumer(&settings, Arc::clone(&metrics))?),
+            dead_letters: DeadLetters::new(&settings, metrics.kafka_failures.clone())?,
+            tracing: settings.traces.enabled(),
+            metrics,
+            metrics_server,
             ledger: Arc::new(ledger),
             writing: None,
             classifier,
@@ -130,6 +160,11 @@ impl Worker {
             totals: Totals::default(),
             settings,
         })
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.0
     }
 
     /// Cancelling it stops the worker gracefully, as SIGTERM does.
@@ -227,6 +262,7 @@ impl Worker {
         }
         drop(messages);
         self.consumer.unsubscribe();
+        self.metrics_server.1.stop(true).await;
         tracing::info!(totals = ?self.totals, "the worker stopped");
         Ok(self.totals)
     }
@@ -266,6 +302,7 @@ impl Worker {
                 }
             }
         }
+        self.metrics.partitions.set(self.sources.len() as i64);
         Ok(())
     }
 
@@ -284,6 +321,7 @@ impl Worker {
             match source.admit(offset) {
                 Admit::Skip => {
                     self.totals.skipped += 1;
+                    self.metrics.events_skipped.inc();
                     return Ok(());
                 }
                 Admit::FlushFirst => {
@@ -307,13 +345,20 @@ impl Worker {
             .expect("admitted by its source");
         match decoded {
             Ok(event) => {
-                source.record(&event);
+                let span = if self.tracing {
+                    event_span(message, &event)
+                } else {
+                    tracing::Span::none()
+                };
+                span.in_scope(|| source.record(&event));
                 self.totals.events += 1;
+                self.metrics.events_consumed.inc();
             }
             Err(reason) => {
                 tracing::debug!(partition, offset, reason, "set aside as a dead letter");
                 self.dead_letters.set_aside(message, &reason);
                 self.totals.dead_letters += 1;
+                self.metrics.dead_letters.inc();
             }
         }
         source.taken(offset);
@@ -332,10 +377,16 @@ impl Worker {
         }
         let (ledger, abandon) = (Arc::clone(&self.ledger), abandon.clone());
         let max_backoff = self.settings.worker.max_backoff;
+        let metrics = Arc::clone(&self.metrics);
         self.writing = Some(tokio::spawn(async move {
             let started = Instant::now();
             letters.deliver(max_backoff, &abandon).await?;
             let written = ledger.write(cuts, &abandon).await?;
+            metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.rows_written.inc_by(written.rows_written as u64);
+            metrics.last_flush.set(unix_now());
             tracing::debug!(
                 rows = written.rows_written,
                 already = written.rows_skipped,
@@ -364,6 +415,7 @@ impl Worker {
             self.sources.remove(partition);
             self.written_to.remove(partition);
         }
+        self.metrics.partitions.set(self.sources.len() as i64);
         for (partition, end) in written.committed {
             if self.sources.contains_key(&partition) {
                 self.written_to.insert(partition, end);
@@ -387,4 +439,45 @@ impl Worker {
         }
         self.consumer.commit(&list, mode)
     }
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The span of one event whose trace the API sampled: a consumer span in
+/// that trace, child of the redirect's span and linked to it (the
+/// messaging conventions' "creation context"). Any other event gets none.
+fn event_span(message: &BorrowedMessage<'_>, event: &links::clicks::ClickEvent) -> tracing::Span {
+    let header = |name: &str| {
+        message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == name))
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let Some(creation) = header(wire::TRACEPARENT)
+        .and_then(|parent| links::telemetry::sampled_remote(parent, header(wire::TRACESTATE)))
+    else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "click",
+        otel.name = format!("{} process", message.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = message.topic(),
+        messaging.destination.partition.id = message.partition(),
+        messaging.kafka.offset = message.offset(),
+        link.code = %event.code,
+        trace_id = %creation.trace_id(),
+    );
+    let _ =
+        span.set_parent(opentelemetry::Context::new().with_remote_span_context(creation.clone()));
+    span.add_link(creation);
+    span
 }

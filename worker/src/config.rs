@@ -10,6 +10,7 @@ pub use links::settings::SettingsError;
 use links::{
     settings::{self, LogSettings, config_dir},
     storage::scylla::ScyllaSettings,
+    telemetry::TraceSettings,
 };
 use serde::Deserialize;
 
@@ -22,6 +23,7 @@ pub struct Settings {
     pub events: EventSettings,
     pub worker: WorkerSettings,
     pub log: LogSettings,
+    pub traces: TraceSettings,
 }
 
 /// `storage`: the worker reads only `storage.scylla`.
@@ -61,6 +63,19 @@ pub struct WorkerSettings {
     pub max_poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    pub metrics_listen: String,
+}
+
+impl WorkerSettings {
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> Result<std::net::SocketAddr, SettingsError> {
+        self.metrics_listen.parse().map_err(|_| {
+            invalid(
+                "worker.metrics_listen",
+                "not an address such as 0.0.0.0:9465",
+            )
+        })
+    }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
@@ -141,6 +156,8 @@ impl Settings {
         self.log
             .validate()
             .map_err(|reason| invalid("log.level", reason))?;
+        self.traces.validate()?;
+        w.metrics_addr()?;
         Ok(())
     }
 }

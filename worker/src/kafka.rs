@@ -13,8 +13,12 @@
 //!   reason in an `error` header and where they came from in `source.*`;
 //!   they are delivered before the offsets past them are committed.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::{
     ClientConfig, ClientContext, Message, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -23,6 +27,7 @@ use rdkafka::{
     error::{KafkaError, KafkaResult},
     message::{BorrowedMessage, Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
+    statistics::Statistics,
     types::RDKafkaErrorCode,
     util::Timeout,
 };
@@ -31,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Settings,
     ledger::{Abandoned, with_retries},
+    metrics::{PartitionLabel, WorkerMetrics},
 };
 
 /// Header of a dead letter saying why it is one.
@@ -56,6 +62,7 @@ pub enum Assignment {
 pub struct GroupContext {
     topic: String,
     changes: Mutex<Vec<Assignment>>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl GroupContext {
@@ -83,15 +90,48 @@ impl GroupContext {
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.inc();
         tracing::warn!(%error, reason, "Kafka client error");
     }
+
+    /// Every [`STATISTICS_INTERVAL`]: the lag of each partition this worker
+    /// fetches, from the high watermark to the committed offset.
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let lag = &self.metrics.consumer_lag;
+        for (&partition, stats) in &topic.partitions {
+            let label = PartitionLabel { partition };
+            if partition >= 0 && stats.fetch_state == "active" && stats.consumer_lag >= 0 {
+                lag.get_or_create(&label).set(stats.consumer_lag);
+            } else {
+                lag.remove(&label);
+            }
+        }
+    }
 }
+
+/// How often librdkafka reports statistics (the consumer lag).
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let change = match rebalance {
-            Rebalance::Assign(list) => Assignment::Assigned(self.partitions(list)),
-            Rebalance::Revoke(list) => Assignment::Revoked(self.partitions(list)),
+            Rebalance::Assign(list) => {
+                self.metrics.assigned.inc();
+                Assignment::Assigned(self.partitions(list))
+            }
+            Rebalance::Revoke(list) => {
+                self.metrics.revoked.inc();
+                let partitions = self.partitions(list);
+                for &partition in &partitions {
+                    self.metrics
+                        .consumer_lag
+                        .remove(&PartitionLabel { partition });
+                }
+                Assignment::Revoked(partitions)
+            }
             Rebalance::Error(error) => {
                 tracing::warn!(%error, "rebalance failed");
                 return;
@@ -116,7 +156,10 @@ impl ConsumerContext for GroupContext {
 pub type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Joins the group on the clicks topic.
-pub fn consumer(settings: &Settings) -> Result<GroupConsumer, KafkaError> {
+pub fn consumer(
+    settings: &Settings,
+    metrics: Arc<WorkerMetrics>,
+) -> Result<GroupConsumer, KafkaError> {
     let w = &settings.worker;
     let topic = &settings.events.kafka.topic;
     let consumer: GroupConsumer = ClientConfig::new()
@@ -140,9 +183,14 @@ pub fn consumer(settings: &Settings) -> Result<GroupConsumer, KafkaError> {
             w.max_poll_interval.as_millis().to_string(),
         )
         .set("queued.max.messages.kbytes", w.prefetch_kbytes.to_string())
+        .set(
+            "statistics.interval.ms",
+            STATISTICS_INTERVAL.as_millis().to_string(),
+        )
         .create_with_context(GroupContext {
             topic: topic.clone(),
             changes: Mutex::new(Vec::new()),
+            metrics,
         })?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
@@ -192,6 +240,8 @@ pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
     waiting: Vec<Letter>,
+    /// Failed (and retried) deliveries.
+    failures: Counter,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -204,7 +254,7 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(settings: &Settings) -> Result<Self, KafkaError> {
+    pub fn new(settings: &Settings, failures: Counter) -> Result<Self, KafkaError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &settings.events.kafka.brokers)
             .set("client.id", "shortener-worker-dead-letters")
@@ -215,6 +265,7 @@ impl DeadLetters {
             producer,
             topic: settings.worker.dead_letter_topic.clone(),
             waiting: Vec::new(),
+            failures,
         })
     }
 
@@ -257,6 +308,7 @@ impl DeadLetters {
             producer: self.producer.clone(),
             topic: self.topic.clone(),
             letters: std::mem::take(&mut self.waiting),
+            failures: self.failures.clone(),
         }
     }
 }
@@ -266,6 +318,7 @@ pub struct LetterBatch {
     producer: FutureProducer,
     topic: String,
     letters: Vec<Letter>,
+    failures: Counter,
 }
 
 impl std::fmt::Debug for LetterBatch {
@@ -287,24 +340,30 @@ impl LetterBatch {
         max_backoff: Duration,
         abandon: &CancellationToken,
     ) -> Result<usize, Abandoned> {
-        let (producer, topic) = (&self.producer, self.topic.as_str());
+        let (producer, topic, failures) = (&self.producer, self.topic.as_str(), &self.failures);
         let sends = self.letters.iter().map(|letter| {
-            with_retries("deliver a dead letter", max_backoff, abandon, move || {
-                let mut record: FutureRecord<'_, [u8], [u8]> =
-                    FutureRecord::to(topic).headers(letter.headers.clone());
-                if let Some(key) = &letter.key {
-                    record = record.key(key.as_slice());
-                }
-                if let Some(value) = &letter.value {
-                    record = record.payload(value.as_slice());
-                }
-                async move {
-                    producer
-                        .send(record, Timeout::After(max_backoff))
-                        .await
-                        .map_err(|(error, _)| error)
-                }
-            })
+            with_retries(
+                "deliver a dead letter",
+                failures,
+                max_backoff,
+                abandon,
+                move || {
+                    let mut record: FutureRecord<'_, [u8], [u8]> =
+                        FutureRecord::to(topic).headers(letter.headers.clone());
+                    if let Some(key) = &letter.key {
+                        record = record.key(key.as_slice());
+                    }
+                    if let Some(value) = &letter.value {
+                        record = record.payload(value.as_slice());
+                    }
+                    async move {
+                        producer
+                            .send(record, Timeout::After(max_backoff))
+                            .await
+                            .map_err(|(error, _)| error)
+                    }
+                },
+            )
         });
         let results = futures_util::future::join_all(sends).await;
         if results.iter().any(Result::is_err) {

@@ -29,6 +29,7 @@ use links::{
     clicks::{Aggregator, ClickBatch, ClickEvent, Counts, TopKey, UserAgentClassifier},
     storage::scylla::{Progress, ScyllaStore, Tally, TallyKey},
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -44,6 +45,7 @@ pub struct Abandoned;
 /// `abandon` fires.
 pub async fn with_retries<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
     what: &str,
+    failures: &Counter,
     max_backoff: Duration,
     abandon: &CancellationToken,
     mut call: impl FnMut() -> F,
@@ -59,6 +61,7 @@ pub async fn with_retries<T, E: std::fmt::Display, F: Future<Output = Result<T, 
                 Err(e) => e,
             },
         };
+        failures.inc();
         tracing::warn!(what, attempt, %error, retry_in = ?wait, "call failed; retrying");
         tokio::select! {
             () = abandon.cancelled() => return Err(Abandoned),
@@ -227,6 +230,8 @@ pub struct Ledger {
     known: moka::sync::Cache<(i32, TallyKey), Tally>,
     concurrency: usize,
     max_backoff: Duration,
+    /// Failed (and retried) calls to ScyllaDB.
+    failures: Counter,
 }
 
 /// One row change of a write.
@@ -245,8 +250,10 @@ impl Ledger {
         cached_rows: u64,
         concurrency: usize,
         max_backoff: Duration,
+        failures: Counter,
     ) -> Self {
         Self {
+            failures,
             store,
             topic,
             known: moka::sync::Cache::builder()
@@ -269,9 +276,13 @@ impl Ledger {
         // Another worker may have written the rows since we last had them.
         self.forget(partition);
         let owner = Uuid::now_v7();
-        let progress = with_retries("claim a partition", self.max_backoff, abandon, || {
-            self.store.claim_tallies(&self.topic, partition, owner)
-        })
+        let progress = with_retries(
+            "claim a partition",
+            &self.failures,
+            self.max_backoff,
+            abandon,
+            || self.store.claim_tallies(&self.topic, partition, owner),
+        )
         .await?;
         tracing::info!(
             partition,
@@ -300,10 +311,16 @@ impl Ledger {
     ) -> Result<Written, Abandoned> {
         let mut written = Written::default();
         let checks = stream::iter(cuts.into_iter().map(|cut| async move {
-            let still_owner = with_retries("record progress", self.max_backoff, abandon, || {
-                self.store
-                    .advance_tallies(&self.topic, cut.partition, cut.owner, cut.progress)
-            })
+            let still_owner = with_retries(
+                "record progress",
+                &self.failures,
+                self.max_backoff,
+                abandon,
+                || {
+                    self.store
+                        .advance_tallies(&self.topic, cut.partition, cut.owner, cut.progress)
+                },
+            )
             .await?;
             Ok::<_, Abandoned>((cut, still_owner))
         }))
@@ -363,9 +380,13 @@ impl Ledger {
         let cache_key = (change.partition, change.key);
         let current = match self.known.get(&cache_key) {
             Some(tally) => tally,
-            None => with_retries("read a count", self.max_backoff, abandon, || {
-                self.store.read_tally(cache_key.0, &cache_key.1)
-            })
+            None => with_retries(
+                "read a count",
+                &self.failures,
+                self.max_backoff,
+                abandon,
+                || self.store.read_tally(cache_key.0, &cache_key.1),
+            )
             .await?
             .unwrap_or_default(),
         };
@@ -375,9 +396,13 @@ impl Ledger {
             self.known.insert(cache_key, current);
             return Ok((0, 1));
         };
-        with_retries("write a count", self.max_backoff, abandon, || {
-            self.store.write_tally(cache_key.0, &cache_key.1, next)
-        })
+        with_retries(
+            "write a count",
+            &self.failures,
+            self.max_backoff,
+            abandon,
+            || self.store.write_tally(cache_key.0, &cache_key.1, next),
+        )
         .await?;
         self.known.insert(cache_key, next);
         Ok((1, 0))
@@ -404,9 +429,13 @@ impl Ledger {
             .map(|(top, _)| self.known.get(&cache_key(top)))
             .collect();
         let stored: HashMap<TopKey, Tally> = if cached.iter().any(Option::is_none) {
-            with_retries("read a day's top lists", self.max_backoff, abandon, || {
-                self.store.read_day_tops(partition, &code, day)
-            })
+            with_retries(
+                "read a day's top lists",
+                &self.failures,
+                self.max_backoff,
+                abandon,
+                || self.store.read_day_tops(partition, &code, day),
+            )
             .await?
             .into_iter()
             .collect()
@@ -434,9 +463,13 @@ impl Ledger {
             }
         }
         for chunk in next.chunks(TOPS_PER_BATCH) {
-            with_retries("write a day's top lists", self.max_backoff, abandon, || {
-                self.store.write_day_tops(partition, &code, chunk)
-            })
+            with_retries(
+                "write a day's top lists",
+                &self.failures,
+                self.max_backoff,
+                abandon,
+                || self.store.write_day_tops(partition, &code, chunk),
+            )
             .await?;
         }
         for (top, tally) in &next {

@@ -13,10 +13,12 @@
 //! - [`ledger`]: why the counts are exact under redelivery, crashes and
 //!   rebalances, and the writes that make them so.
 //! - [`kafka`]: the group consumer and the dead-letter producer.
+//! - [`metrics`]: the worker's Prometheus metrics and their `/metrics`.
 
 pub mod app;
 pub mod config;
 pub mod kafka;
 pub mod ledger;
+pub mod metrics;
 
 pub use app::{Totals, Worker, WorkerError};

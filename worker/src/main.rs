@@ -10,7 +10,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load()?;
-    settings.log.init();
+    let telemetry = links::telemetry::init("shortener-worker", &settings.log, &settings.traces)?;
     Worker::build(settings).await?.run_until_stopped().await?;
+    // Sends the spans still buffered; blocking, so off the executor.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }

@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use links::{Code, Link, LinkState, LinkStore, StoreError};
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use self::redis::RedisCache;
 use crate::{config::L1Settings, metrics::Metrics};
@@ -204,25 +205,38 @@ impl LinkCache {
         }
         self.metrics.l1_misses.inc();
         self.entries
-            .try_get_with_by_ref(code, async {
-                self.metrics.l1_loads.inc();
-                if let Some(l2) = &self.l2 {
-                    if let Some(entry) = l2.get(code).await {
-                        match entry {
-                            Entry::Link { .. } => self.metrics.l2_hits.inc(),
-                            Entry::Missing => self.metrics.l2_negative_hits.inc(),
-                        };
-                        return Lookup::of(entry, Utc::now());
+            .try_get_with_by_ref(
+                code,
+                async {
+                    self.metrics.l1_loads.inc();
+                    if let Some(l2) = &self.l2 {
+                        let span = links::child_span!(
+                            "cache.l2",
+                            otel.name = "redis GET",
+                            otel.kind = "client",
+                            db.system.name = "redis",
+                            cache.hit = tracing::field::Empty,
+                        );
+                        let found = l2.get(code).instrument(span.clone()).await;
+                        span.record("cache.hit", found.is_some());
+                        if let Some(entry) = found {
+                            match entry {
+                                Entry::Link { .. } => self.metrics.l2_hits.inc(),
+                                Entry::Missing => self.metrics.l2_negative_hits.inc(),
+                            };
+                            return Lookup::of(entry, Utc::now());
+                        }
+                        self.metrics.l2_misses.inc();
                     }
-                    self.metrics.l2_misses.inc();
+                    let link = self.store.get_link(code).await?;
+                    let entry = Entry::of(link.as_ref());
+                    if let Some(l2) = &self.l2 {
+                        l2.put(code, &entry);
+                    }
+                    Lookup::of(entry, Utc::now())
                 }
-                let link = self.store.get_link(code).await?;
-                let entry = Entry::of(link.as_ref());
-                if let Some(l2) = &self.l2 {
-                    l2.put(code, &entry);
-                }
-                Lookup::of(entry, Utc::now())
-            })
+                .instrument(links::child_span!("cache.load", otel.name = "cache load")),
+            )
             .await
     }
 

@@ -18,7 +18,10 @@
 //! The value is the protobuf of [`links::clicks::wire`]; headers carry the
 //! schema name and the W3C trace context.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use links::{
@@ -45,21 +48,29 @@ use crate::{config::KafkaSettings, metrics::Metrics};
 /// Counts every delivery outcome, on librdkafka's polling thread.
 struct Deliveries {
     metrics: Arc<Metrics>,
+    /// What send times are measured from: each message carries its own, in
+    /// microseconds since then, as its delivery opaque (no allocation).
+    epoch: Instant,
 }
 
 impl ClientContext for Deliveries {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.inc();
         tracing::warn!(%error, reason, "Kafka client error");
     }
 }
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_micros: usize) {
         match result {
             Ok(_) => {
                 self.metrics.clicks_produced.inc();
+                let sent = Duration::from_micros(sent_micros as u64);
+                self.metrics
+                    .kafka_delivery_seconds
+                    .observe(self.epoch.elapsed().saturating_sub(sent).as_secs_f64());
             }
             Err((error, _)) => {
                 self.metrics.clicks_dropped.inc();
@@ -73,6 +84,7 @@ impl ProducerContext for Deliveries {
 /// The Kafka [`ClickSink`].
 pub struct KafkaSink {
     producer: ThreadedProducer<Deliveries>,
+    epoch: Instant,
     topic: String,
     flush_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -123,8 +135,10 @@ impl KafkaSink {
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaError> {
         let config = producer_config(settings);
+        let epoch = Instant::now();
         let context = Deliveries {
             metrics: metrics.clone(),
+            epoch,
         };
         let producer = std::thread::scope(|scope| {
             scope
@@ -139,6 +153,7 @@ impl KafkaSink {
         })?;
         Ok(Self {
             producer,
+            epoch,
             topic: settings.topic.clone(),
             flush_timeout: settings.flush_timeout,
             metrics,
@@ -191,7 +206,8 @@ impl ClickSink for KafkaSink {
                 value: Some(state.as_str()),
             });
         }
-        let record = BaseRecord::to(&self.topic)
+        let sent = self.epoch.elapsed().as_micros() as usize;
+        let record = BaseRecord::with_opaque_to(&self.topic, sent)
             .key(event.code.as_str())
             .payload(&value)
             .headers(headers);

@@ -18,6 +18,9 @@ use actix_web::{
 };
 use chrono::Utc;
 use links::Code;
+use opentelemetry::trace::TraceContextExt;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     cache::{Lookup, Target},
@@ -72,6 +75,12 @@ pub async fn follow(
 ) -> Result<HttpResponse, ApiError> {
     let (code, target) = resolve(&req, &state).await?;
     let response = redirect(&req, target);
+    // A recorded trace goes on in the worker from this request's span.
+    let traced = state
+        .tracing
+        .then(Span::current)
+        .filter(|span| !span.is_none())
+        .map(|span| links::telemetry::traceparent(span.context().span().span_context()));
     state.clicks.offer(|| {
         let headers = req.headers();
         let header = |name| headers.get(name).map(HeaderValue::as_bytes);
@@ -82,7 +91,13 @@ pub async fn follow(
             header(&header::USER_AGENT),
             state.country_header.as_ref().and_then(header),
         )
-        .with_trace(header(&TRACEPARENT), header(&TRACESTATE))
+        .with_trace(
+            traced
+                .as_deref()
+                .map(str::as_bytes)
+                .or_else(|| header(&TRACEPARENT)),
+            header(&TRACESTATE),
+        )
     });
     Ok(response)
 }

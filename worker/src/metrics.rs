@@ -1,0 +1,207 @@
+//! The worker's Prometheus metrics, named `shortener_worker_*`, and the
+//! small HTTP server that exposes them.
+//!
+//! Names are an interface: `dashboards/` and the alert rules use them, and
+//! a test scrapes a running worker to keep them in step.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::{App, HttpResponse, HttpServer, dev::ServerHandle, web};
+use links::telemetry::process::ProcessCollector;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: i32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabel {
+    change: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabel {
+    dependency: &'static str,
+}
+
+/// The worker's metrics, and the registry that exports them.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    registry: Registry,
+    /// Valid click events counted.
+    pub events_consumed: Counter,
+    /// Events skipped because the ledger already counted them (replays).
+    pub events_skipped: Counter,
+    /// Messages set aside to the dead-letter topic.
+    pub dead_letters: Counter,
+    /// Per owned partition: events in Kafka not yet durably counted.
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Partitions this worker owns.
+    pub partitions: Gauge,
+    pub assigned: Counter,
+    pub revoked: Counter,
+    /// Duration of a write: dead letters, fence, rows.
+    pub flush_seconds: Histogram,
+    /// Ledger rows written.
+    pub rows_written: Counter,
+    /// Unix time of the last write that succeeded.
+    pub last_flush: Gauge,
+    /// Failed calls, retried: to ScyllaDB, and to Kafka (dead letters).
+    pub scylla_failures: Counter,
+    pub kafka_failures: Counter,
+    /// Errors reported by the Kafka client.
+    pub kafka_errors: Counter,
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Self {
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("shortener_worker");
+
+        let mut counter = |name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let events_consumed = counter("events_consumed", "Valid click events counted");
+        let events_skipped = counter(
+            "events_skipped",
+            "Events skipped because the ledger had counted them already (replays)",
+        );
+        let dead_letters = counter(
+            "dead_letters",
+            "Messages that are not click events, set aside to the dead-letter topic",
+        );
+        let rows_written = counter("rows_written", "Ledger rows written");
+        let kafka_errors = counter(
+            "kafka_errors",
+            "Errors reported by the Kafka client (brokers unreachable, requests failed)",
+        );
+
+        let changes = Family::<ChangeLabel, Counter>::default();
+        registry.register(
+            "rebalances",
+            "Partition assignment changes this worker took part in",
+            changes.clone(),
+        );
+        let assigned = changes
+            .get_or_create(&ChangeLabel { change: "assigned" })
+            .clone();
+        let revoked = changes
+            .get_or_create(&ChangeLabel { change: "revoked" })
+            .clone();
+
+        let failures = Family::<DependencyLabel, Counter>::default();
+        registry.register(
+            "call_failures",
+            "Calls that failed and were retried, per dependency",
+            failures.clone(),
+        );
+        let scylla_failures = failures
+            .get_or_create(&DependencyLabel {
+                dependency: "scylla",
+            })
+            .clone();
+        let kafka_failures = failures
+            .get_or_create(&DependencyLabel {
+                dependency: "kafka",
+            })
+            .clone();
+
+        let consumer_lag = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "consumer_lag_events",
+            "Per owned partition, events in Kafka past the committed offset (not yet durably counted)",
+            consumer_lag.clone(),
+        );
+        let partitions = Gauge::default();
+        registry.register(
+            "partitions_owned",
+            "Partitions of the clicks topic this worker owns",
+            partitions.clone(),
+        );
+        // 1 ms to about 65 s: a small write, to one retried through a
+        // ScyllaDB outage.
+        let flush_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register(
+            "flush_duration_seconds",
+            "Duration of a write of counts (dead letters, progress fence, rows)",
+            flush_seconds.clone(),
+        );
+        let last_flush = Gauge::default();
+        registry.register(
+            "last_flush_timestamp_seconds",
+            "Unix time at which the last write of counts finished",
+            last_flush.clone(),
+        );
+
+        Self {
+            registry: root,
+            events_consumed,
+            events_skipped,
+            dead_letters,
+            consumer_lag,
+            partitions,
+            assigned,
+            revoked,
+            flush_seconds,
+            rows_written,
+            last_flush,
+            scylla_failures,
+            kafka_failures,
+            kafka_errors,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn scrape(metrics: web::Data<WorkerMetrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(metrics.render())
+}
+
+/// Serves `/metrics` on `listener`, on one thread, until stopped.
+pub fn serve(
+    listener: TcpListener,
+    metrics: std::sync::Arc<WorkerMetrics>,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let addr = listener.local_addr()?;
+    let metrics = web::Data::from(metrics);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(scrape))
+            .route("/healthz", web::get().to(HttpResponse::Ok))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok((addr, handle))
+}

@@ -219,6 +219,9 @@ impl Deployment {
             ("WORKER__FLUSH_INTERVAL", "250ms".into()),
             ("WORKER__SESSION_TIMEOUT", "3s".into()),
             ("WORKER__MAX_POLL_INTERVAL", "60s".into()),
+            // Several workers run at once: each serves /metrics on a port
+            // of its own.
+            ("WORKER__METRICS_LISTEN", "127.0.0.1:0".into()),
             ("LOG__LEVEL", "info,shortener_worker=debug".into()),
         ]
         .into_iter()

@@ -36,10 +36,13 @@ pub struct Settings {
     pub metrics: MetricsSettings,
 }
 
-/// `metrics.*`: where `/metrics` is served.
+/// `metrics.*`: whether requests are measured, and where `/metrics` is
+/// served.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
+    /// False: no per-request metrics, no access log, no `/metrics`.
+    pub enabled: bool,
     /// A separate admin listener for `/metrics`; empty serves it on
     /// `http.listen` with everything else.
     pub listen: String,

@@ -8,12 +8,20 @@
 //! Names are an interface: `dashboards/` and the alert rules use them, and
 //! a test scrapes a running service to keep them in step.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use actix_web::http::StatusCode;
 use links::telemetry::process::ProcessCollector;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet, text::encode},
+    metrics::MetricType,
     metrics::{
         counter::Counter,
         family::Family,
@@ -118,16 +126,41 @@ const REQUEST_BUCKETS: [f64; 17] = [
     2.5, 5.0, 10.0,
 ];
 
-/// Requests and their latency per route: the RED metrics.
-#[derive(Debug)]
+/// Shards of the HTTP metrics: each thread records into its own, so the
+/// HTTP workers never write a cache line another one writes (a shared
+/// atomic, or prometheus-client's locked histogram, makes the cores trade
+/// that line on every request). A scrape adds the shards up.
+const SHARDS: usize = 16;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard, assigned round-robin at its first request.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+/// One thread's counts: per route, requests per status class, and the
+/// latency histogram (a count per bucket, the last one `+Inf`, and the sum
+/// in nanoseconds, so every update is one integer add).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    requests: [[AtomicU64; STATUS_CLASSES.len()]; Route::ALL.len()],
+    buckets: [[AtomicU64; REQUEST_BUCKETS.len() + 1]; Route::ALL.len()],
+    nanos: [AtomicU64; Route::ALL.len()],
+}
+
+/// Requests and their latency per route: the RED metrics, exported as
+/// `shortener_http_requests_total{route,status}` and
+/// `shortener_http_request_duration_seconds{route}`.
+#[derive(Debug, Clone, Default)]
 pub struct HttpMetrics {
-    /// Per route, per status class.
-    requests: [[Counter; 4]; 5],
-    durations: [Histogram; 5],
+    shards: Arc<[Shard; SHARDS]>,
 }
 
 impl HttpMetrics {
-    /// Counts one request and its duration.
+    /// Counts one request and its duration: three relaxed adds to this
+    /// thread's shard.
     pub fn record(&self, route: Route, status: StatusCode, elapsed: Duration) {
         let class = match status.as_u16() {
             ..300 => 0,
@@ -135,8 +168,68 @@ impl HttpMetrics {
             400..500 => 2,
             _ => 3,
         };
-        self.requests[route as usize][class].inc();
-        self.durations[route as usize].observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        let bucket = REQUEST_BUCKETS.partition_point(|&upper| upper < seconds);
+        let shard = &self.shards[SHARD.with(|shard| *shard)];
+        let route = route as usize;
+        shard.requests[route][class].fetch_add(1, Ordering::Relaxed);
+        shard.buckets[route][bucket].fetch_add(1, Ordering::Relaxed);
+        shard.nanos[route].fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn sum(&self, read: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| read(shard).load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl Collector for HttpMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut requests = encoder.encode_descriptor(
+            "http_requests",
+            "HTTP requests answered, per route and status class",
+            None,
+            MetricType::Counter,
+        )?;
+        for route in Route::ALL {
+            for (class, status) in STATUS_CLASSES.into_iter().enumerate() {
+                let total = self.sum(|shard| &shard.requests[route as usize][class]);
+                let labels = RequestLabels {
+                    route: route.label(),
+                    status,
+                };
+                requests
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&total, None)?;
+            }
+        }
+        let mut durations = encoder.encode_descriptor(
+            "http_request_duration_seconds",
+            "Time from a request's head being read to its response being ready, per route",
+            None,
+            MetricType::Histogram,
+        )?;
+        for route in Route::ALL {
+            let r = route as usize;
+            let uppers = REQUEST_BUCKETS.into_iter().chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = uppers
+                .enumerate()
+                .map(|(i, upper)| (upper, self.sum(|shard| &shard.buckets[r][i])))
+                .collect();
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            let seconds = self.sum(|shard| &shard.nanos[r]) as f64 / 1e9;
+            durations
+                .encode_family(&RouteLabel {
+                    route: route.label(),
+                })?
+                .encode_histogram::<NoLabelSet>(seconds, count, &buckets, None)?;
+        }
+        Ok(())
     }
 }
 
@@ -225,39 +318,8 @@ impl Metrics {
         root.register_collector(Box::new(ProcessCollector));
         let registry = root.sub_registry_with_prefix("shortener");
 
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, per route and status class",
-            requests.clone(),
-        );
-        let durations = Family::<RouteLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(REQUEST_BUCKETS)) as fn() -> Histogram,
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "Time from a request's head being read to its response being ready, per route",
-            durations.clone(),
-        );
-        let http = HttpMetrics {
-            requests: Route::ALL.map(|route| {
-                STATUS_CLASSES.map(|status| {
-                    requests
-                        .get_or_create(&RequestLabels {
-                            route: route.label(),
-                            status,
-                        })
-                        .clone()
-                })
-            }),
-            durations: Route::ALL.map(|route| {
-                durations
-                    .get_or_create(&RouteLabel {
-                        route: route.label(),
-                    })
-                    .clone()
-            }),
-        };
+        let http = HttpMetrics::default();
+        registry.register_collector(Box::new(http.clone()));
         // 100 µs to about 3.3 s: a cached partition read to a timeout.
         let store_seconds = Family::<OperationLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))) as fn() -> Histogram,
@@ -470,6 +532,11 @@ mod tests {
             r#"shortener_http_requests_total{route="create",status="5xx"} 1"#,
             r#"shortener_http_requests_total{route="stats",status="2xx"} 0"#,
             r#"shortener_http_request_duration_seconds_count{route="redirect"} 2"#,
+            r#"shortener_http_request_duration_seconds_sum{route="redirect"} 0.002"#,
+            r#"shortener_http_request_duration_seconds_bucket{le="0.0005",route="redirect"} 0"#,
+            r#"shortener_http_request_duration_seconds_bucket{le="0.001",route="redirect"} 2"#,
+            r#"shortener_http_request_duration_seconds_bucket{le="+Inf",route="redirect"} 2"#,
+            r#"shortener_http_request_duration_seconds_bucket{le="+Inf",route="create"} 1"#,
             r#"shortener_cache_requests_total{tier="l2",result="negative_hit"} 0"#,
             r#"shortener_storage_errors_total{operation="get_link"} 0"#,
         ] {

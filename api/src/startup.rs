@@ -3,7 +3,6 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    rc::Rc,
     sync::{Arc, atomic::AtomicBool},
 };
 
@@ -11,7 +10,7 @@ use actix_web::{
     App, HttpServer,
     dev::{Server, ServerHandle},
     http::{KeepAlive, header::HeaderName},
-    middleware::from_fn,
+    middleware::{Condition, from_fn},
     web,
 };
 use links::{
@@ -39,7 +38,7 @@ use crate::{
     routes::{health, links as link_routes, metrics, redirect, stats},
     state::AppState,
     storage::MeteredStore,
-    telemetry::{self, Observer},
+    telemetry::{Observe, Observer},
 };
 use links::telemetry::Sampler;
 
@@ -201,7 +200,10 @@ impl Application {
             StorageBackend::Scylla => "scylladb",
         };
         let store: Arc<dyn LinkStore> = MeteredStore::wrap(store, system, &metrics);
-        let admin_addr = settings.metrics.listen_addr()?;
+        let admin_addr = settings
+            .metrics
+            .listen_addr()?
+            .filter(|_| settings.metrics.enabled);
         let admin_listener = admin_addr
             .map(|addr| {
                 TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })
@@ -289,24 +291,23 @@ impl Application {
         });
         let sampler = Sampler::for_settings(&settings.traces);
         let access_log_ratio = settings.http.access_log_ratio;
-        let metrics_here = admin_listener.is_none();
+        let metrics_here = settings.metrics.enabled && admin_listener.is_none();
+        let observed = settings.metrics.enabled;
 
         let http = settings.http.clone();
         let app_state = state.clone();
+        let observer = Observe(Arc::new(Observer {
+            metrics: metrics.clone(),
+            sampler,
+            access_log_ratio,
+        }));
         let mut server = HttpServer::new(move || {
             let max_header_bytes = http.max_header_bytes;
-            let observer = Rc::new(Observer {
-                metrics: metrics.clone(),
-                sampler,
-                access_log_ratio,
-            });
             App::new()
                 .wrap(from_fn(move |req, next| {
                     crate::routes::limit_headers(max_header_bytes, req, next)
                 }))
-                .wrap(from_fn(move |req, next| {
-                    telemetry::observe(observer.clone(), req, next)
-                }))
+                .wrap(Condition::new(observed, observer.clone()))
                 .configure(|cfg| routes(cfg, app_state.clone(), http.max_body_bytes, metrics_here))
         })
         .backlog(BACKLOG)

@@ -184,3 +184,107 @@ fn nginx_balances_both_instances_and_the_images_build_from_here() {
     let api = std::fs::read_to_string(infra("docker/api.Dockerfile")).expect("Dockerfile");
     assert!(api.contains("/readyz"));
 }
+
+/// The host paths a service mounts, by the path they appear at inside it.
+fn mounts(service: &Value) -> BTreeMap<String, PathBuf> {
+    service["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .map(|volume| {
+            let spec = volume.as_str().expect("a short volume spec");
+            let mut parts = spec.split(':');
+            let host = infra(parts.next().expect("a host path"));
+            let inside = parts.next().expect("a container path").to_owned();
+            assert!(host.exists(), "{spec}: {} does not exist", host.display());
+            (inside, host)
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_every_instance_on_its_metrics_port_with_the_rules_and_grafana_has_the_dashboards()
+ {
+    let compose = compose();
+    let api = Settings::load_from(None, environment(service(&compose, "api-1")))
+        .expect("the API's environment is valid");
+    let api_port = api
+        .metrics
+        .listen_addr()
+        .expect("valid")
+        .expect("an admin listener")
+        .port();
+    let worker = shortener_worker::config::Settings::load_from(
+        None,
+        environment(service(&compose, "worker")),
+    )
+    .expect("the worker's environment is valid");
+    let worker_port = worker.worker.metrics_addr().expect("valid").port();
+    // Both send spans to the compose file's Jaeger.
+    assert_eq!(api.traces.endpoint, "http://jaeger:4317");
+    assert_eq!(worker.traces.endpoint, "http://jaeger:4317");
+    assert!(
+        service(&compose, "jaeger")["image"]
+            .as_str()
+            .is_some_and(|image| image.starts_with("jaegertracing/jaeger:2"))
+    );
+
+    let prometheus = service(&compose, "prometheus");
+    let files = mounts(prometheus);
+    let config: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(&files["/etc/prometheus/prometheus.yml"]).expect("config"),
+    )
+    .expect("YAML");
+    let rules = config["rule_files"][0].as_str().expect("a rule file");
+    assert_eq!(
+        files[rules].canonicalize().expect("rules"),
+        infra("../dashboards/prometheus/alerts.yml")
+            .canonicalize()
+            .expect("rules")
+    );
+    let job = |name: &str| {
+        config["scrape_configs"]
+            .as_sequence()
+            .expect("scrape configs")
+            .iter()
+            .find(|job| job["job_name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no job {name}: the alert rules and dashboards use it"))
+            .clone()
+    };
+    let targets: Vec<String> = job("shortener-api")["static_configs"][0]["targets"]
+        .as_sequence()
+        .expect("targets")
+        .iter()
+        .filter_map(|target| target.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        targets,
+        [format!("api-1:{api_port}"), format!("api-2:{api_port}")]
+    );
+    let workers = job("shortener-worker");
+    assert_eq!(
+        workers["dns_sd_configs"][0]["names"][0].as_str(),
+        Some("worker")
+    );
+    assert_eq!(
+        workers["dns_sd_configs"][0]["port"].as_u64(),
+        Some(u64::from(worker_port))
+    );
+
+    let grafana = service(&compose, "grafana");
+    let files = mounts(grafana);
+    assert!(
+        files["/etc/grafana/provisioning"]
+            .join("datasources")
+            .is_dir()
+    );
+    assert!(
+        files["/var/lib/grafana/dashboards/shortener"]
+            .join("overview.json")
+            .is_file()
+    );
+    assert_eq!(
+        environment(grafana)["PROMETHEUS_URL"],
+        "http://prometheus:9090"
+    );
+}

@@ -17,10 +17,9 @@ use std::{
 };
 
 use actix_web::http::StatusCode;
-use links::telemetry::process::ProcessCollector;
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet, text::encode},
+    encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet},
     metrics::MetricType,
     metrics::{
         counter::Counter,
@@ -314,8 +313,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut root = Registry::default();
-        root.register_collector(Box::new(ProcessCollector));
+        let mut root = links::telemetry::metrics_registry();
         let registry = root.sub_registry_with_prefix("shortener");
 
         let http = HttpMetrics::default();
@@ -481,9 +479,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
+        links::telemetry::render(&self.registry)
     }
 }
 

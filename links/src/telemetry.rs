@@ -26,6 +26,7 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{Sampler as SdkSampler, SdkTracerProvider},
 };
+use prometheus_client::{encoding::text::encode, registry::Registry};
 use serde::Deserialize;
 use tracing::Level;
 use tracing_subscriber::{
@@ -48,6 +49,25 @@ macro_rules! child_span {
             ::tracing::info_span!($($span)*)
         }
     };
+}
+
+/// The media type of what [`render`] writes.
+pub const EXPOSITION_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A metrics registry holding the process metrics, for a binary to add its
+/// own to.
+pub fn metrics_registry() -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(process::ProcessCollector));
+    registry
+}
+
+/// The text exposition of every metric of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
 }
 
 /// How spans are sent to the collector.

@@ -7,9 +7,8 @@
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::{App, HttpResponse, HttpServer, dev::ServerHandle, web};
-use links::telemetry::process::ProcessCollector;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{
         counter::Counter,
         family::Family,
@@ -65,8 +64,7 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     pub fn new() -> Self {
-        let mut root = Registry::default();
-        root.register_collector(Box::new(ProcessCollector));
+        let mut root = links::telemetry::metrics_registry();
         let registry = root.sub_registry_with_prefix("shortener_worker");
 
         let mut counter = |name: &str, help: &str| {
@@ -166,9 +164,7 @@ impl WorkerMetrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
+        links::telemetry::render(&self.registry)
     }
 }
 
@@ -180,7 +176,7 @@ impl Default for WorkerMetrics {
 
 async fn scrape(metrics: web::Data<WorkerMetrics>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .content_type(links::telemetry::EXPOSITION_CONTENT_TYPE)
         .body(metrics.render())
 }
 

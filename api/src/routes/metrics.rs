@@ -13,6 +13,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .click_queue_depth
         .set(state.clicks.depth() as i64);
     HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .content_type(links::telemetry::EXPOSITION_CONTENT_TYPE)
         .body(state.metrics.render())
 }

@@ -7,10 +7,7 @@ use std::{
 
 use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::Value;
-use shortener_api::{
-    Application,
-    config::{EventBackend, Settings, StorageBackend},
-};
+use shortener_api::Application;
 use tokio::sync::Semaphore;
 
 use crate::helpers::{CHROME, Deployment, one_at_a_time};
@@ -18,23 +15,6 @@ use crate::helpers::{CHROME, Deployment, one_at_a_time};
 const RATE: u64 = 1_000;
 const RUN: Duration = Duration::from_secs(12);
 const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
-
-fn api_settings(deployment: &Deployment) -> Settings {
-    let mut s = Settings::defaults();
-    let o = &deployment.options;
-    s.http.listen = "127.0.0.1:0".into();
-    s.storage.backend = StorageBackend::Scylla;
-    s.storage.scylla.nodes = o.nodes.clone();
-    s.storage.scylla.local_dc = o.local_dc.clone();
-    s.storage.scylla.keyspace = o.keyspace.clone();
-    s.storage.scylla.replication = format!("{}:{}", o.replication[0].0, o.replication[0].1);
-    s.storage.scylla.request_timeout = Duration::from_secs(10);
-    s.events.backend = EventBackend::Kafka;
-    s.events.kafka.brokers = crate::helpers::brokers();
-    s.events.kafka.topic = deployment.topic.clone();
-    s.events.kafka.create_topic = false;
-    s
-}
 
 /// Clicks of a link (people and bots) as the stats API says.
 async fn clicks(client: &Client, base: &str, code: &str) -> u64 {
@@ -54,7 +34,7 @@ async fn clicks(client: &Client, base: &str, code: &str) -> u64 {
 async fn redirects_are_in_the_stats_api_within_five_seconds_at_a_thousand_per_second() {
     let _serial = one_at_a_time().await;
     let deployment = Deployment::new(3).await;
-    let app = Application::build(api_settings(&deployment))
+    let app = Application::build(deployment.api_settings())
         .await
         .expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -202,6 +202,26 @@ impl Deployment {
         }
     }
 
+    /// An API on this keyspace and topic (production tier, events to
+    /// Kafka, no Redis), listening on a free port.
+    pub fn api_settings(&self) -> shortener_api::config::Settings {
+        use shortener_api::config::{EventBackend, Settings, StorageBackend};
+        let mut s = Settings::defaults();
+        let o = &self.options;
+        s.http.listen = "127.0.0.1:0".into();
+        s.storage.backend = StorageBackend::Scylla;
+        s.storage.scylla.nodes = o.nodes.clone();
+        s.storage.scylla.local_dc = o.local_dc.clone();
+        s.storage.scylla.keyspace = o.keyspace.clone();
+        s.storage.scylla.replication = format!("{}:{}", o.replication[0].0, o.replication[0].1);
+        s.storage.scylla.request_timeout = Duration::from_secs(10);
+        s.events.backend = EventBackend::Kafka;
+        s.events.kafka.brokers = brokers();
+        s.events.kafka.topic = self.topic.clone();
+        s.events.kafka.create_topic = false;
+        s
+    }
+
     /// The worker's configuration, as its environment.
     pub fn worker_env(&self) -> Vec<(String, String)> {
         let o = &self.options;

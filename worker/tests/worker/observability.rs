@@ -19,10 +19,7 @@ use links::{
 };
 use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::Value;
-use shortener_api::{
-    Application,
-    config::{EventBackend, Settings, StorageBackend},
-};
+use shortener_api::Application;
 
 use crate::helpers::{Deployment, one_at_a_time};
 
@@ -322,23 +319,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn api_settings(deployment: &Deployment) -> Settings {
-    let mut s = Settings::defaults();
-    let o = &deployment.options;
-    s.http.listen = "127.0.0.1:0".into();
-    s.storage.backend = StorageBackend::Scylla;
-    s.storage.scylla.nodes = o.nodes.clone();
-    s.storage.scylla.local_dc = o.local_dc.clone();
-    s.storage.scylla.keyspace = o.keyspace.clone();
-    s.storage.scylla.replication = format!("{}:{}", o.replication[0].0, o.replication[0].1);
-    s.storage.scylla.request_timeout = Duration::from_secs(10);
-    s.events.backend = EventBackend::Kafka;
-    s.events.kafka.brokers = crate::helpers::brokers();
-    s.events.kafka.topic = deployment.topic.clone();
-    s.events.kafka.create_topic = false;
-    s
-}
-
 async fn get_text(client: &Client, url: &str) -> String {
     let response = client.get(url).send().await.expect(url);
     assert_eq!(response.status(), StatusCode::OK, "{url}");
@@ -392,7 +372,7 @@ async fn scrape_until(
 async fn dashboards_and_alerts_use_only_metrics_the_running_services_export() {
     let _serial = one_at_a_time().await;
     let deployment = Deployment::new(2).await;
-    let mut settings = api_settings(&deployment);
+    let mut settings = deployment.api_settings();
     settings.metrics.listen = "127.0.0.1:0".into();
     let app = Application::build(settings).await.expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -677,7 +657,7 @@ async fn a_redirects_trace_reaches_jaeger_with_the_workers_linked_span() {
     };
     let telemetry =
         links::telemetry::init("shortener-api", &log, &traces).expect("the OTLP exporter");
-    let mut settings = api_settings(&deployment);
+    let mut settings = deployment.api_settings();
     settings.traces = traces;
     let app = Application::build(settings).await.expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());

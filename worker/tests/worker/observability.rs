@@ -663,10 +663,12 @@ async fn a_redirects_trace_reaches_jaeger_with_the_workers_linked_span() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = app.stop_token();
     let api = tokio::spawn(app.run_until_stopped());
+    // The worker exports over the other OTLP transport, HTTP/protobuf.
     let worker = deployment.spawn_worker_with(
         1,
         &[
-            ("TRACES__ENDPOINT", "http://127.0.0.1:4317"),
+            ("TRACES__ENDPOINT", "http://127.0.0.1:4318"),
+            ("TRACES__PROTOCOL", "http/protobuf"),
             ("TRACES__SAMPLING_RATIO", "0"),
         ],
     );

@@ -72,6 +72,10 @@ pub struct HttpSettings {
     #[serde(with = "humantime_serde")]
     pub client_request_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    pub client_body_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    #[serde(with = "humantime_serde")]
     pub client_disconnect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
@@ -265,6 +269,19 @@ impl Settings {
                 "must be between 1024 and 131072",
             ));
         }
+        for (key, value) in [
+            (
+                "http.client_request_timeout",
+                self.http.client_request_timeout,
+            ),
+            ("http.client_body_timeout", self.http.client_body_timeout),
+            ("http.send_timeout", self.http.send_timeout),
+            ("http.keep_alive", self.http.keep_alive),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(invalid(key, "must be at least 100ms"));
+            }
+        }
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
         }
@@ -299,12 +316,11 @@ impl Settings {
             ));
         }
         for host in &self.links.blocked_hosts {
-            if host.is_empty() || host.contains(['/', ':', ' ']) {
-                return Err(invalid(
-                    "links.blocked_hosts",
-                    format!("'{host}' is not a host name"),
-                ));
-            }
+            links::HostIdentity::parse(host)
+                .map_err(|e| invalid("links.blocked_hosts", e.to_string()))?;
+        }
+        if self.links.retention > links::link::MAX_LIFETIME.to_std().unwrap_or_default() {
+            return Err(invalid("links.retention", "must be at most 100 years"));
         }
         let token = self.links.admin_token.expose_secret();
         if !token.is_empty() && token.len() < 16 {

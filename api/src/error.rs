@@ -37,8 +37,13 @@ pub enum ApiError {
     NotFound,
     #[error("no such resource")]
     NoRoute,
-    #[error("this method is not allowed here")]
-    MethodNotAllowed,
+    /// With the methods the resource does allow, for the `Allow` header.
+    #[error("this method is not allowed here; allowed: {0}")]
+    MethodNotAllowed(&'static str),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    #[error("the service is shutting down; retry")]
+    ShuttingDown,
     #[error("this link has expired")]
     Expired,
     #[error("this link was deleted")]
@@ -78,7 +83,9 @@ impl ApiError {
             Self::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
             Self::NotFound => ("link-not-found", "Link not found"),
             Self::NoRoute => ("not-found", "Not found"),
-            Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
+            Self::BodyTimeout(_) => ("request-timeout", "Request timeout"),
+            Self::ShuttingDown => ("unavailable", "Service unavailable"),
             Self::Expired => ("link-expired", "Link expired"),
             Self::Deleted => ("link-deleted", "Link deleted"),
             Self::AliasTaken(_) => ("alias-taken", "Alias taken"),
@@ -97,7 +104,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) => Self::Unavailable(Box::new(error)),
+            StoreError::Unavailable(_) | StoreError::Broken(_) => {
+                Self::Unavailable(Box::new(error))
+            }
             other => Self::internal(other),
         }
     }
@@ -107,7 +116,9 @@ impl From<StoreError> for ApiError {
 impl From<std::sync::Arc<StoreError>> for ApiError {
     fn from(error: std::sync::Arc<StoreError>) -> Self {
         match *error {
-            StoreError::Unavailable(_) => Self::Unavailable(error.to_string().into()),
+            StoreError::Unavailable(_) | StoreError::Broken(_) => {
+                Self::Unavailable(error.to_string().into())
+            }
             _ => Self::Internal(error.to_string().into()),
         }
     }
@@ -124,7 +135,9 @@ impl ResponseError for ApiError {
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Expired | Self::Deleted => StatusCode::GONE,
             Self::AliasTaken(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -156,8 +169,11 @@ impl ResponseError for ApiError {
             Self::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::ShuttingDown => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, *allow));
             }
             _ => {}
         }
@@ -188,7 +204,10 @@ pub async fn no_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NoRoute)
 }
 
-/// Answers requests whose path exists but not for their method.
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// Answers requests whose path exists but not for their method; `allow`
+/// lists the methods it takes.
+pub fn method_not_allowed(
+    allow: &'static str,
+) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone + 'static {
+    move || std::future::ready(Err(ApiError::MethodNotAllowed(allow)))
 }

@@ -3,6 +3,8 @@
 //! - [`config`]: settings from defaults, `config/*.toml` and the environment.
 //! - [`startup`]: [`Application`] — builds everything from the settings,
 //!   serves, and shuts down without losing clicks.
+//! - [`server`]: listeners and connections, and the deadline of every phase
+//!   of a request (slow and hostile clients), panics turned into `500`s.
 //! - [`routes`]: the handlers, one module per path; [`routes::redirect`] is
 //!   the hot path.
 //! - [`cache`]: L1, the in-process link cache.
@@ -18,6 +20,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -309,6 +309,11 @@ pub struct Metrics {
     /// Click events in the producer awaiting delivery.
     pub kafka_buffered: Gauge,
     pub click_flush_failures: Counter,
+    /// HTTP connections open on the public listener.
+    pub http_connections: Gauge,
+    /// Connections the public listener serves at once, at most (workers ×
+    /// per-worker limit); beyond, new ones wait in the backlog.
+    pub http_connections_limit: Gauge,
 }
 
 impl Metrics {
@@ -447,6 +452,19 @@ impl Metrics {
             click_queue_depth.clone(),
         );
 
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open on the public listener",
+            http_connections.clone(),
+        );
+        let http_connections_limit = Gauge::default();
+        registry.register(
+            "http_connections_limit",
+            "HTTP connections the public listener serves at once, at most; beyond, they wait",
+            http_connections_limit.clone(),
+        );
+
         Self {
             registry: root,
             http,
@@ -474,6 +492,8 @@ impl Metrics {
             kafka_delivery_failures,
             kafka_buffered,
             click_flush_failures,
+            http_connections,
+            http_connections_limit,
         }
     }
 

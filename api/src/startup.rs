@@ -7,9 +7,9 @@ use std::{
 };
 
 use actix_web::{
-    App, HttpServer,
+    App,
     dev::{Server, ServerHandle},
-    http::{KeepAlive, header::HeaderName},
+    http::header::HeaderName,
     middleware::{Condition, from_fn},
     web,
 };
@@ -21,7 +21,7 @@ use links::{
         scylla::{ClickCounts, ScyllaOptions, ScyllaStore},
         sqlite::{SqliteOptions, SqliteStore},
     },
-    target::host_of,
+    target::{HostIdentity, host_of},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -31,11 +31,16 @@ use crate::{
         ClickPipeline, ClickSink, InProcessSink,
         kafka::{KafkaSink, ensure_topic},
     },
-    config::{EventBackend, Settings, SettingsError, StorageBackend},
+    config::{EventBackend, HttpSettings, Settings, SettingsError, StorageBackend},
     error::{self, json_error, query_error},
     metrics::Metrics,
     openapi,
     routes::{health, links as link_routes, metrics, redirect, stats},
+    server::{
+        self, ConnectionLimits, ServerOptions,
+        body::{BodyLimits, ReadBody},
+        panic::CatchPanic,
+    },
     state::AppState,
     storage::MeteredStore,
     telemetry::{Observe, Observer},
@@ -45,8 +50,8 @@ use links::telemetry::Sampler;
 /// How long start waits for Kafka to create (or confirm) the clicks topic.
 const TOPIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Pending connections the kernel queues per listener.
-const BACKLOG: u32 = 2048;
+/// Connections the admin listener serves at once: scrapers, not clients.
+const ADMIN_CONNECTIONS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -69,6 +74,8 @@ pub enum StartupError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("a startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the store broke: {0}")]
+    StoreBroken(String),
 }
 
 /// The running service: an HTTP server and its click pipeline.
@@ -80,6 +87,9 @@ pub struct Application {
     pipeline: ClickPipeline,
     state: web::Data<AppState>,
     stop: CancellationToken,
+    /// Cancelled when shutdown begins: request bodies still arriving get a
+    /// short grace.
+    draining: CancellationToken,
     /// Cancels the background tasks (L2 subscription and probe) last.
     background: CancellationToken,
 }
@@ -126,6 +136,21 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
             Ok(store)
         }
     }
+}
+
+/// What target URLs may be: links may not lead to the service itself, by
+/// its public host or the address it listens on (with every loopback name
+/// and address when that is loopback), nor to `links.blocked_hosts`.
+fn url_policy(settings: &Settings, public_base: &str, listening: SocketAddr) -> UrlPolicy {
+    let configured = settings
+        .links
+        .blocked_hosts
+        .iter()
+        .filter_map(|host| HostIdentity::parse(host).ok());
+    let own = host_of(public_base)
+        .into_iter()
+        .chain([HostIdentity::of_ip(listening.ip())]);
+    UrlPolicy::new(settings.links.max_url_length, configured.chain(own))
 }
 
 /// The Scylla adapter's options from the settings.
@@ -177,7 +202,7 @@ impl Application {
         store: Arc<dyn LinkStore>,
     ) -> Result<Self, StartupError> {
         let requested = settings.listen_addr()?;
-        let listener = TcpListener::bind(requested).map_err(|source| StartupError::Bind {
+        let listener = server::bind(requested).map_err(|source| StartupError::Bind {
             addr: requested,
             source,
         })?;
@@ -186,13 +211,7 @@ impl Application {
             "" => format!("http://{addr}"),
             configured => configured.to_owned(),
         };
-        let mut blocked_hosts: Vec<String> = settings
-            .links
-            .blocked_hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        blocked_hosts.extend(host_of(&public_base));
+        let url_policy = url_policy(&settings, &public_base, addr);
 
         let metrics = Arc::new(Metrics::new());
         let system = match settings.storage.backend {
@@ -205,9 +224,7 @@ impl Application {
             .listen_addr()?
             .filter(|_| settings.metrics.enabled);
         let admin_listener = admin_addr
-            .map(|addr| {
-                TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })
-            })
+            .map(|addr| server::bind(addr).map_err(|source| StartupError::Bind { addr, source }))
             .transpose()?;
         let key = settings
             .code_key()
@@ -276,10 +293,7 @@ impl Application {
             store,
             codes,
             clicks: pipeline.queue(),
-            url_policy: UrlPolicy {
-                max_len: settings.links.max_url_length,
-                blocked_hosts,
-            },
+            url_policy,
             public_base,
             country_header: Some(settings.http.country_header.as_str())
                 .filter(|h| !h.is_empty())
@@ -301,30 +315,37 @@ impl Application {
             sampler,
             access_log_ratio,
         }));
-        let mut server = HttpServer::new(move || {
-            let max_header_bytes = http.max_header_bytes;
-            App::new()
-                .wrap(from_fn(move |req, next| {
-                    crate::routes::limit_headers(max_header_bytes, req, next)
-                }))
-                .wrap(Condition::new(observed, observer.clone()))
-                .configure(|cfg| routes(cfg, app_state.clone(), http.max_body_bytes, metrics_here))
-        })
-        .backlog(BACKLOG)
-        .max_connections(settings.http.max_connections)
-        .client_request_timeout(settings.http.client_request_timeout)
-        .client_disconnect_timeout(settings.http.client_disconnect_timeout)
-        .keep_alive(KeepAlive::Timeout(settings.http.keep_alive))
-        .shutdown_timeout(settings.http.shutdown_timeout.as_secs())
-        // Signals are ours to handle: the pipeline must drain after the server.
-        .disable_signals();
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
-        }
-        let server = server.listen(listener)?.run();
+        let draining = CancellationToken::new();
+        let bodies = ReadBody(Arc::new(BodyLimits {
+            max_bytes: http.max_body_bytes,
+            timeout: http.client_body_timeout,
+            shutdown: draining.clone(),
+        }));
+        let options = server_options(&settings.http, &metrics);
+        let server = server::serve(
+            "shortener-api",
+            listener,
+            &options,
+            metrics.http_connections.clone(),
+            move || {
+                let max_header_bytes = http.max_header_bytes;
+                // Outermost last: metrics see every answer, panics' too;
+                // heads are checked before bodies are read.
+                App::new()
+                    .wrap(bodies.clone())
+                    .wrap(from_fn(move |req, next| {
+                        crate::routes::limit_headers(max_header_bytes, req, next)
+                    }))
+                    .wrap(CatchPanic)
+                    .wrap(Condition::new(observed, observer.clone()))
+                    .configure(|cfg| {
+                        routes(cfg, app_state.clone(), http.max_body_bytes, metrics_here)
+                    })
+            },
+        )?;
         tracing::info!(%addr, public_base = %state.public_base, "listening");
         let admin = admin_listener
-            .map(|listener| admin_server(listener, state.clone()))
+            .map(|listener| admin_server(listener, state.clone(), &options))
             .transpose()?;
 
         Ok(Self {
@@ -334,6 +355,7 @@ impl Application {
             pipeline,
             state,
             stop: CancellationToken::new(),
+            draining,
             background,
         })
     }
@@ -358,6 +380,7 @@ impl Application {
 
     /// Serves until SIGTERM, SIGINT or the stop token; then stops taking
     /// requests, lets in-flight ones finish, and writes every queued click.
+    /// Stops the same way, with an error, if the store breaks for good.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let Self {
             server,
@@ -365,21 +388,31 @@ impl Application {
             pipeline,
             state,
             stop,
+            draining,
             background,
             ..
         } = self;
         let handle = server.handle();
         let mut server = tokio::spawn(server);
+        let mut broken = None;
         tokio::select! {
             result = &mut server => {
                 result??;
             }
-            () = links::signals::shutdown_requested(&stop) => {
-                tracing::info!("shutting down: draining requests");
-                state.accepting.store(false, std::sync::atomic::Ordering::Relaxed);
-                handle.stop(true).await;
-                server.await??;
+            reason = store_broken(&state) => {
+                tracing::error!(%reason, "the store is broken; stopping so that the process is restarted");
+                broken = Some(reason);
             }
+            () = links::signals::shutdown_requested(&stop) => {}
+        }
+        if !server.is_finished() {
+            tracing::info!("shutting down: draining requests");
+            state
+                .accepting
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            draining.cancel();
+            handle.stop(true).await;
+            server.await??;
         }
         tracing::info!("shutting down: writing queued clicks");
         pipeline.shut_down().await;
@@ -389,27 +422,88 @@ impl Application {
         }
         background.cancel();
         tracing::info!("stopped");
-        Ok(())
+        match broken {
+            Some(reason) => Err(StartupError::StoreBroken(reason)),
+            None => Ok(()),
+        }
     }
 }
 
-/// The admin listener: `/metrics` only, on one thread.
+/// How often the store is asked whether it broke for good.
+const STORE_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Returns once the store says it is broken until a restart (an embedded
+/// connection's thread is gone): readiness already answers 503 then, and a
+/// process that cannot write again is better restarted than kept.
+async fn store_broken(state: &AppState) -> String {
+    let mut every = tokio::time::interval(STORE_WATCH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(StoreError::Broken(reason)) = state.store.ping().await {
+            return reason;
+        }
+    }
+}
+
+/// The server's limits from `http.*`, within the file descriptors the
+/// process may open.
+fn server_options(http: &HttpSettings, metrics: &Metrics) -> ServerOptions {
+    let workers = server::worker_count(http.workers);
+    let fd_limit = server::raise_fd_limit();
+    let per_worker = server::connections_per_worker(http.max_connections, workers, fd_limit);
+    if per_worker < http.max_connections {
+        tracing::warn!(
+            configured = http.max_connections,
+            per_worker,
+            workers,
+            fd_limit,
+            "http.max_connections lowered to what the open-file limit allows"
+        );
+    }
+    metrics
+        .http_connections_limit
+        .set(i64::try_from(per_worker * workers).unwrap_or(i64::MAX));
+    ServerOptions {
+        workers,
+        max_connections: per_worker,
+        keep_alive: http.keep_alive,
+        client_request_timeout: http.client_request_timeout,
+        client_disconnect_timeout: http.client_disconnect_timeout,
+        shutdown_timeout: http.shutdown_timeout,
+        limits: ConnectionLimits {
+            request_head: http.client_request_timeout,
+            send: http.send_timeout,
+        },
+    }
+}
+
+/// The admin listener: `/metrics` only, on one thread, with the same
+/// deadlines as the main one and a few connections.
 fn admin_server(
     listener: TcpListener,
     state: web::Data<AppState>,
+    options: &ServerOptions,
 ) -> Result<(SocketAddr, ServerHandle), StartupError> {
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || {
-        App::new().app_data(state.clone()).service(
-            web::resource("/metrics")
-                .route(web::get().to(metrics::metrics))
-                .default_service(web::to(error::method_not_allowed)),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)?
-    .run();
+    let options = ServerOptions {
+        workers: 1,
+        max_connections: ADMIN_CONNECTIONS,
+        ..options.clone()
+    };
+    let server = server::serve(
+        "shortener-api-admin",
+        listener,
+        &options,
+        prometheus_client::metrics::gauge::Gauge::default(),
+        move || {
+            App::new().wrap(CatchPanic).app_data(state.clone()).service(
+                web::resource("/metrics")
+                    .route(web::get().to(metrics::metrics))
+                    .default_service(web::to(error::method_not_allowed("GET"))),
+            )
+        },
+    )?;
     tracing::info!(%addr, "serving /metrics");
     let handle = server.handle();
     tokio::spawn(server);
@@ -422,7 +516,7 @@ fn routes(
     max_body: usize,
     metrics_here: bool,
 ) {
-    let not_allowed = || web::to(error::method_not_allowed);
+    let not_allowed = |allow| web::to(error::method_not_allowed(allow));
     cfg.app_data(state)
         .app_data(
             web::JsonConfig::default()
@@ -433,19 +527,19 @@ fn routes(
         .service(
             web::resource("/healthz")
                 .route(web::get().to(health::healthz))
-                .default_service(not_allowed()),
+                .default_service(not_allowed("GET")),
         )
         .service(
             web::resource("/readyz")
                 .route(web::get().to(health::readyz))
-                .default_service(not_allowed()),
+                .default_service(not_allowed("GET")),
         )
         .configure(|cfg| {
             if metrics_here {
                 cfg.service(
                     web::resource("/metrics")
                         .route(web::get().to(metrics::metrics))
-                        .default_service(not_allowed()),
+                        .default_service(not_allowed("GET")),
                 );
             }
         })
@@ -454,24 +548,24 @@ fn routes(
                 .service(
                     web::resource("/openapi.json")
                         .route(web::get().to(openapi::document))
-                        .default_service(not_allowed()),
+                        .default_service(not_allowed("GET")),
                 )
                 .service(
                     web::resource("/links")
                         .route(web::post().to(link_routes::create))
-                        .default_service(not_allowed()),
+                        .default_service(not_allowed("POST")),
                 )
                 .service(
                     web::resource("/links/{code}")
                         .route(web::get().to(link_routes::get))
                         .route(web::patch().to(link_routes::update))
                         .route(web::delete().to(link_routes::delete))
-                        .default_service(not_allowed()),
+                        .default_service(not_allowed("GET, PATCH, DELETE")),
                 )
                 .service(
                     web::resource("/links/{code}/stats")
                         .route(web::get().to(stats::get))
-                        .default_service(not_allowed()),
+                        .default_service(not_allowed("GET")),
                 )
                 .default_service(web::to(error::no_route)),
         )

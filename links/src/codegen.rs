@@ -30,8 +30,13 @@ const RADIX: u64 = 62;
 pub const MIN_CODE_LEN: usize = 4;
 /// 62¹⁰ ≈ 8.4 × 10¹⁷ codes; longer first lengths buy nothing.
 pub const MAX_CODE_LEN: usize = 10;
-/// The longest code any id can produce: 62¹¹ > 2⁶⁴.
+/// The longest code any id can produce: 62¹¹ > 2⁶³.
 const LONGEST: usize = 11;
+/// The last id: stores keep ids as signed 64-bit integers (CQL `bigint`,
+/// SQLite `INTEGER`), so the id space ends at 2⁶³ − 1. The codes of the last
+/// length cover only the ids up to here; an 11-character alias beyond them
+/// names no id, and needs no reservation.
+pub const MAX_ID: u64 = i64::MAX as u64;
 
 /// The secret key of the code bijection. Never printed.
 #[derive(Clone)]
@@ -117,15 +122,17 @@ impl CodeGenerator {
         let mut spans = Vec::new();
         let mut first_id = 0u64;
         for len in min_len..=LONGEST {
-            let size = RADIX.checked_pow(len as u32).unwrap_or(u64::MAX);
+            // The ids left up to MAX_ID, if fewer than the length holds.
+            let left = MAX_ID - first_id + 1;
+            let size = RADIX.checked_pow(len as u32).map_or(left, |n| n.min(left));
             spans.push(Span {
                 len,
                 first_id,
                 size,
             });
             match first_id.checked_add(size) {
-                Some(next) => first_id = next,
-                None => break,
+                Some(next) if next <= MAX_ID => first_id = next,
+                _ => break,
             }
         }
         let mut digest = Sha256::new();
@@ -171,8 +178,10 @@ impl CodeGenerator {
         Ok(generator)
     }
 
-    /// The code of an id.
+    /// The code of an id, at most [`MAX_ID`] (a larger one is a bug of the
+    /// caller: stores lease no such id).
     pub fn code(&self, id: u64) -> Code {
+        debug_assert!(id <= MAX_ID, "id {id} is past the id space");
         let span = self.span_of(id);
         let index = id - span.first_id;
         let digits = to_digits(index, span.len);
@@ -191,7 +200,8 @@ impl CodeGenerator {
         Code::from_generated(code)
     }
 
-    /// The id a code was generated from, if it is in the generated space.
+    /// The id a code was generated from, if it is in the generated space;
+    /// always at most [`MAX_ID`].
     pub fn id(&self, code: &str) -> Option<u64> {
         let span = self.spans.iter().find(|s| s.len == code.len())?;
         let value = base62::decode(code).ok()?;
@@ -285,6 +295,12 @@ impl CodeAllocator {
                                 "the store leased an empty id block".into(),
                             ));
                         }
+                        if leased.ids.end > MAX_ID + 1 {
+                            return Err(StoreError::Corrupt(format!(
+                                "the store leased ids past the id space: {:?}",
+                                leased.ids
+                            )));
+                        }
                         leased.reserved.sort_unstable();
                         *block = leased;
                     }
@@ -334,8 +350,29 @@ mod tests {
         assert_eq!(g.code(first_of_8 - 1).as_str().len(), 7);
         assert_eq!(g.code(first_of_8).as_str().len(), 8);
         assert_eq!(g.id(g.code(first_of_8).as_str()), Some(first_of_8));
-        assert_eq!(g.code(u64::MAX).as_str().len(), 11);
-        assert_eq!(g.id(g.code(u64::MAX).as_str()), Some(u64::MAX));
+        assert_eq!(g.code(MAX_ID).as_str().len(), 11);
+        assert_eq!(g.id(g.code(MAX_ID).as_str()), Some(MAX_ID));
+    }
+
+    /// Every length, from the shortest a generator may start at: the ids of
+    /// its codes are within the id space, and the longest codes name the
+    /// last ids.
+    #[test]
+    fn the_id_space_ends_at_the_largest_signed_id() {
+        for len in MIN_CODE_LEN..=MAX_CODE_LEN {
+            let g = generator(len);
+            let last = g.spans.last().expect("spans");
+            assert_eq!(last.first_id + (last.size - 1), MAX_ID, "length {len}");
+            assert!(g.spans.iter().all(|s| s.size > 0));
+        }
+        // The 11-character codes beyond MAX_ID are not generated codes: of
+        // 62¹¹ ≈ 5.2 × 10¹⁹ codes, only the ids up to 2⁶³ have one.
+        let g = generator(7);
+        let beyond = (0u32..2000)
+            .map(|i| format!("zz{:09}", i))
+            .filter(|c| g.id(c).is_none())
+            .count();
+        assert!(beyond > 0, "some 11-character codes name no id");
     }
 
     #[test]
@@ -412,8 +449,30 @@ mod tests {
     }
 
     proptest! {
+        /// No string a user may choose as an alias, of any length, names an
+        /// id a store cannot keep.
         #[test]
-        fn every_id_round_trips(id in any::<u64>(), len in MIN_CODE_LEN..=MAX_CODE_LEN) {
+        fn no_alias_names_an_id_past_the_space(
+            alias in "[A-Za-z0-9_-]{3,64}",
+            len in MIN_CODE_LEN..=MAX_CODE_LEN,
+        ) {
+            let g = generator(len);
+            if let Some(id) = g.id(&alias) {
+                prop_assert!(id <= MAX_ID, "{alias} names id {id}");
+                let code = g.code(id);
+                prop_assert_eq!(code.as_str(), alias.as_str());
+            }
+        }
+
+        #[test]
+        fn eleven_character_codes_stay_in_the_space(alias in "[A-Za-z0-9]{11}") {
+            if let Some(id) = generator(7).id(&alias) {
+                prop_assert!(id <= MAX_ID);
+            }
+        }
+
+        #[test]
+        fn every_id_round_trips(id in 0..=MAX_ID, len in MIN_CODE_LEN..=MAX_CODE_LEN) {
             let g = generator(len);
             let code = g.code(id);
             prop_assert!(code.as_str().len() >= len);
@@ -421,7 +480,7 @@ mod tests {
         }
 
         #[test]
-        fn distinct_ids_give_distinct_codes(a in any::<u64>(), b in any::<u64>()) {
+        fn distinct_ids_give_distinct_codes(a in 0..=MAX_ID, b in 0..=MAX_ID) {
             prop_assume!(a != b);
             let g = generator(7);
             prop_assert_ne!(g.code(a), g.code(b));

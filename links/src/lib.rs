@@ -33,6 +33,8 @@ pub mod target;
 pub mod telemetry;
 
 pub use code::{Alias, Code, CodeError};
-pub use link::{Link, LinkChanges, LinkState, ManageToken, RedirectStatus, TokenDigest};
+pub use link::{
+    ExpiryError, Link, LinkChanges, LinkState, ManageToken, RedirectStatus, TokenDigest,
+};
 pub use storage::{LinkStore, StoreError};
-pub use target::{TargetUrl, UrlError, UrlPolicy};
+pub use target::{HostIdentity, TargetUrl, UrlError, UrlPolicy};

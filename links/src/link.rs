@@ -114,8 +114,41 @@ impl Link {
             (Some(at), None) | (None, Some(at)) => at,
             (None, None) => return None,
         };
-        Some(ended + retention)
+        Some(later_by(ended, retention))
     }
+}
+
+/// `at + by`, or the last representable instant if that is past it: times
+/// here come from users, and an overflow must not take a thread down.
+pub fn later_by(at: DateTime<Utc>, by: chrono::Duration) -> DateTime<Utc> {
+    at.checked_add_signed(by)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// How far ahead an expiry may be: a century. Further is no promise anyone
+/// can keep, and bounding it keeps every time computed from an expiry (the
+/// end of its retention, a TTL) far inside what the stores represent.
+pub const MAX_LIFETIME: chrono::Duration = chrono::Duration::days(36_525);
+
+/// Why an expiry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryError {
+    #[error("expires_at must be in the future")]
+    Past,
+    #[error("expires_at must be at most 100 years ahead")]
+    TooFar,
+}
+
+/// An expiry a user asked for at `now`: in the future, at most
+/// [`MAX_LIFETIME`] ahead, in whole milliseconds (what the stores keep).
+pub fn parse_expiry(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ExpiryError> {
+    if at <= now {
+        return Err(ExpiryError::Past);
+    }
+    if at > later_by(now, MAX_LIFETIME) {
+        return Err(ExpiryError::TooFar);
+    }
+    Ok(DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at))
 }
 
 /// A change to a link (the body of a PATCH): `None` leaves a field as it is.
@@ -212,10 +245,7 @@ mod tests {
     use crate::target::UrlPolicy;
 
     fn link() -> Link {
-        let policy = UrlPolicy {
-            max_len: 100,
-            blocked_hosts: vec![],
-        };
+        let policy = UrlPolicy::new(100, []);
         Link {
             code: Code::parse("abcdefg").expect("valid"),
             url: TargetUrl::parse("https://example.com/", &policy).expect("valid"),
@@ -252,6 +282,41 @@ mod tests {
         assert_eq!(link.state(now), LinkState::Active);
         link.deleted_at = Some(now);
         assert_eq!(link.state(now), LinkState::Deleted);
+    }
+
+    #[test]
+    fn expiries_are_future_and_within_a_century() {
+        let now = Utc::now();
+        assert_eq!(parse_expiry(now, now), Err(ExpiryError::Past));
+        assert_eq!(
+            parse_expiry(now + chrono::Duration::days(36_526), now),
+            Err(ExpiryError::TooFar)
+        );
+        assert_eq!(
+            parse_expiry(DateTime::<Utc>::MAX_UTC, now),
+            Err(ExpiryError::TooFar)
+        );
+        assert_eq!(
+            parse_expiry(DateTime::<Utc>::MIN_UTC, now),
+            Err(ExpiryError::Past)
+        );
+        let at = parse_expiry(now + chrono::Duration::days(36_524), now).expect("valid");
+        assert_eq!(at.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+
+    #[test]
+    fn retention_past_the_last_instant_saturates() {
+        let mut link = link();
+        link.expires_at = Some(DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            link.purge_at(chrono::Duration::days(30)),
+            Some(DateTime::<Utc>::MAX_UTC)
+        );
+        link.deleted_at = Some(link.created_at);
+        assert_eq!(
+            link.purge_at(chrono::Duration::MAX),
+            Some(DateTime::<Utc>::MAX_UTC)
+        );
     }
 
     #[test]

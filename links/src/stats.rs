@@ -7,8 +7,20 @@ use chrono::{DateTime, Utc};
 
 use crate::clicks::{Counts, Dimension, Granularity};
 
-/// A stats request, already checked: `from` < `to`, and a bounded number of
-/// buckets between them.
+/// The earliest instant a stats range may name: no click is older than
+/// the Unix epoch.
+pub const EARLIEST: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
+/// The latest instant a stats range may name: the end of year 9999, the last
+/// one RFC 3339 can write, so that every bucket computed from a range stays
+/// far inside what times and the stores represent.
+pub fn latest() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A stats request, already checked: `from` < `to`, both between
+/// [`EARLIEST`] and [`latest`], and a bounded number of buckets between
+/// them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsQuery {
     pub from: DateTime<Utc>,

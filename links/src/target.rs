@@ -1,17 +1,167 @@
 //! Target URLs: where a link leads, checked once, when it is written.
+//!
+//! Besides the shape of a URL, two things are checked about its host:
+//!
+//! - it can exist in DNS (labels of 1 to 63 letters, digits, `-` or `_`,
+//!   at most 253 characters), or is an IP address;
+//! - it is not the service itself, nor another host the operator blocked.
+//!   Hosts are compared by what they are, not by how they are written
+//!   ([`HostIdentity`]): case, a trailing dot, international spellings,
+//!   the many ways to write an IPv4 address and IPv4-mapped IPv6 addresses
+//!   all name the same host. Every loopback name and address (`localhost`,
+//!   `*.localhost`, `127.0.0.0/8`, `::1`, and `0.0.0.0` or `::`, which reach
+//!   the local host too) is one host, [`HostIdentity::Loopback`].
 
-use std::fmt;
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
-use url::Url;
+use url::{Host, Url};
 
 /// The rules a target URL must follow, from configuration.
 #[derive(Debug, Clone)]
 pub struct UrlPolicy {
     /// Longest accepted URL, in bytes, before and after normalisation.
     pub max_len: usize,
-    /// Hosts links may not point to, in lower case: the service's own public
-    /// host (a link to another short link of ours can loop) and any others.
-    pub blocked_hosts: Vec<String>,
+    /// Hosts links may not point to: the service's own (a link to another
+    /// short link of ours can loop) and any others.
+    blocked: Vec<HostIdentity>,
+}
+
+impl UrlPolicy {
+    /// A policy refusing links to `blocked` hosts, however they are spelt.
+    pub fn new(max_len: usize, blocked: impl IntoIterator<Item = HostIdentity>) -> Self {
+        let mut list: Vec<HostIdentity> = Vec::new();
+        for host in blocked {
+            if !list.contains(&host) {
+                list.push(host);
+            }
+        }
+        Self {
+            max_len,
+            blocked: list,
+        }
+    }
+
+    /// The hosts refused, each once.
+    pub fn blocked(&self) -> &[HostIdentity] {
+        &self.blocked
+    }
+}
+
+/// What a host is, whatever its spelling: the unit the self-link rule
+/// compares.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostIdentity {
+    /// This machine: every loopback name and address, and the unspecified
+    /// addresses.
+    Loopback,
+    /// A domain name: lower case, ASCII (punycode), without a trailing dot.
+    Name(String),
+    /// Any other IP address; IPv4-mapped IPv6 addresses as IPv4.
+    Ip(IpAddr),
+}
+
+/// Why a configured host cannot be blocked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a host name or IP address")]
+pub struct HostError(pub String);
+
+impl HostIdentity {
+    /// The identity of a host as configured: a name (international or
+    /// not), an IPv4 address, or an IPv6 address in brackets.
+    pub fn parse(host: &str) -> Result<Self, HostError> {
+        let error = || HostError(host.to_owned());
+        let bracketed = host.starts_with('[');
+        if host.is_empty() || (!bracketed && host.contains(['/', ':', ' ', '@', '?', '#'])) {
+            return Err(error());
+        }
+        let identity = match Host::parse(host).map_err(|_| error())? {
+            Host::Domain(name) => Self::of_name(&name),
+            Host::Ipv4(ip) => Self::of_ip(IpAddr::V4(ip)),
+            Host::Ipv6(ip) => Self::of_ip(IpAddr::V6(ip)),
+        };
+        match &identity {
+            Self::Name(name) if dns_name_problem(name).is_some() => Err(error()),
+            _ => Ok(identity),
+        }
+    }
+
+    /// The identity of a URL's host.
+    pub fn of(host: &Host<&str>) -> Self {
+        match host {
+            Host::Domain(name) => Self::of_name(name),
+            Host::Ipv4(ip) => Self::of_ip(IpAddr::V4(*ip)),
+            Host::Ipv6(ip) => Self::of_ip(IpAddr::V6(*ip)),
+        }
+    }
+
+    /// The identity of a listening address: a host links may not name
+    /// either, since a link to it reaches the service.
+    pub fn of_ip(ip: IpAddr) -> Self {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let local = match ip {
+            IpAddr::V4(v4) => v4.is_loopback() || v4 == Ipv4Addr::UNSPECIFIED,
+            IpAddr::V6(v6) => v6 == Ipv6Addr::LOCALHOST || v6 == Ipv6Addr::UNSPECIFIED,
+        };
+        if local { Self::Loopback } else { Self::Ip(ip) }
+    }
+
+    fn of_name(name: &str) -> Self {
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        // RFC 6761: localhost and its subdomains are always this machine.
+        if name == "localhost" || name.ends_with(".localhost") {
+            Self::Loopback
+        } else {
+            Self::Name(name)
+        }
+    }
+}
+
+impl fmt::Display for HostIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Loopback => f.write_str("the local host (loopback)"),
+            Self::Name(name) => f.write_str(name),
+            Self::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            Self::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+        }
+    }
+}
+
+/// Longest DNS name, in characters without the trailing dot (RFC 1035).
+const MAX_DNS_NAME: usize = 253;
+/// Longest DNS label (RFC 1035).
+const MAX_DNS_LABEL: usize = 63;
+
+/// Why `name` (lower case, ASCII, no trailing dot) cannot be a DNS host
+/// name, if it cannot.
+fn dns_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.len() > MAX_DNS_NAME {
+        return Some("it is longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Some("it has an empty label");
+        }
+        if label.len() > MAX_DNS_LABEL {
+            return Some("a label is longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Some("a label has characters other than letters, digits, '-' and '_'");
+        }
+    }
+    None
 }
 
 /// An absolute `http`/`https` URL that is safe to put in a `Location` header.
@@ -34,6 +184,8 @@ pub enum UrlError {
     Scheme(String),
     #[error("the URL has no host")]
     NoHost,
+    #[error("the host cannot exist in DNS: {0}")]
+    InvalidHost(&'static str),
     #[error("URLs with a user name or password cannot be shortened")]
     Userinfo,
     #[error("links to {0} are not allowed")]
@@ -56,15 +208,20 @@ impl TargetUrl {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(UrlError::Scheme(url.scheme().to_owned()));
         }
-        let host = match url.host_str() {
-            Some(host) if !host.is_empty() => host,
-            _ => return Err(UrlError::NoHost),
+        let identity = match url.host() {
+            Some(host) => HostIdentity::of(&host),
+            None => return Err(UrlError::NoHost),
         };
+        if let HostIdentity::Name(name) = &identity
+            && let Some(problem) = dns_name_problem(name)
+        {
+            return Err(UrlError::InvalidHost(problem));
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlError::Userinfo);
         }
-        if policy.blocked_hosts.iter().any(|blocked| blocked == host) {
-            return Err(UrlError::BlockedHost(host.to_owned()));
+        if policy.blocked.contains(&identity) {
+            return Err(UrlError::BlockedHost(identity.to_string()));
         }
         let normalised: String = url.into();
         if normalised.len() > policy.max_len {
@@ -117,12 +274,12 @@ impl fmt::Debug for TargetUrl {
     }
 }
 
-/// The lower-case host of a URL, as a policy compares it.
-pub fn host_of(url: &str) -> Option<String> {
+/// The identity of the host of an absolute URL, as a policy compares it.
+pub fn host_of(url: &str) -> Option<HostIdentity> {
     Url::parse(url)
         .ok()?
-        .host_str()
-        .map(str::to_ascii_lowercase)
+        .host()
+        .map(|host| HostIdentity::of(&host))
 }
 
 #[cfg(test)]
@@ -130,10 +287,7 @@ mod tests {
     use super::*;
 
     fn policy() -> UrlPolicy {
-        UrlPolicy {
-            max_len: 2048,
-            blocked_hosts: vec!["sho.rt".into()],
-        }
+        UrlPolicy::new(2048, [HostIdentity::parse("sho.rt").expect("a host")])
     }
 
     fn parse(input: &str) -> Result<TargetUrl, UrlError> {
@@ -232,14 +386,122 @@ mod tests {
 
     #[test]
     fn refuses_links_to_the_service_itself() {
-        assert_eq!(
-            parse("https://SHO.RT/abc"),
-            Err(UrlError::BlockedHost("sho.rt".into()))
-        );
-        assert_eq!(
-            parse("http://sho.rt:8080/"),
-            Err(UrlError::BlockedHost("sho.rt".into()))
-        );
+        for spelling in [
+            "https://SHO.RT/abc",
+            "http://sho.rt:8080/",
+            "https://sho.rt./abc",
+            "https://ＳＨＯ．ＲＴ/abc",
+            "https://sho%2Ert/abc",
+        ] {
+            assert_eq!(
+                parse(spelling),
+                Err(UrlError::BlockedHost("sho.rt".into())),
+                "{spelling}"
+            );
+        }
         assert!(parse("https://sub.sho.rt/abc").is_ok());
+        assert!(parse("https://sho.rt.example/abc").is_ok());
+    }
+
+    #[test]
+    fn loopback_is_one_host_however_written() {
+        let policy = UrlPolicy::new(
+            2048,
+            [HostIdentity::of_ip("127.0.0.1".parse().expect("ip"))],
+        );
+        for spelling in [
+            "http://localhost:8080/x",
+            "http://LOCALHOST./x",
+            "http://app.localhost/x",
+            "http://127.0.0.1/x",
+            "http://127.1.2.3/x",
+            "http://2130706433/x",
+            "http://0x7f000001/x",
+            "http://0177.0.0.1/x",
+            "http://[::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://[0:0:0:0:0:ffff:7f00:1]/x",
+            "http://0.0.0.0/x",
+            "http://[::]/x",
+        ] {
+            assert!(
+                matches!(
+                    TargetUrl::parse(spelling, &policy),
+                    Err(UrlError::BlockedHost(_))
+                ),
+                "{spelling} was accepted"
+            );
+        }
+        assert!(TargetUrl::parse("http://localhost.example/x", &policy).is_ok());
+        assert!(TargetUrl::parse("http://128.0.0.1/x", &policy).is_ok());
+        // Without loopback blocked, a developer may link to their machine.
+        assert!(parse("http://localhost:3000/x").is_ok());
+    }
+
+    #[test]
+    fn ip_hosts_compare_as_addresses() {
+        let policy = UrlPolicy::new(2048, [HostIdentity::parse("10.0.0.5").expect("ip")]);
+        for spelling in ["http://10.0.0.5/", "http://10.5/", "http://[::ffff:a00:5]/"] {
+            assert!(
+                matches!(
+                    TargetUrl::parse(spelling, &policy),
+                    Err(UrlError::BlockedHost(_))
+                ),
+                "{spelling}"
+            );
+        }
+        assert!(TargetUrl::parse("http://10.0.0.6/", &policy).is_ok());
+        let v6 = UrlPolicy::new(2048, [HostIdentity::parse("[2001:db8::1]").expect("ip")]);
+        assert!(TargetUrl::parse("http://[2001:DB8:0::1]/", &v6).is_err());
+    }
+
+    #[test]
+    fn refuses_hosts_that_cannot_exist_in_dns() {
+        let long_label = format!("https://{}.example/", "a".repeat(64));
+        let long_name = format!("https://{}example/", "abcdefghi.".repeat(25));
+        for input in [
+            "https://./",
+            "https://../",
+            "https://a..b/",
+            "https://.example/",
+            long_label.as_str(),
+            long_name.as_str(),
+            "https://exa!mple.com/",
+            "https://ex$ample.com/",
+        ] {
+            assert!(
+                matches!(
+                    parse(input),
+                    Err(UrlError::InvalidHost(_) | UrlError::Malformed(_))
+                ),
+                "{input} was accepted: {:?}",
+                parse(input)
+            );
+        }
+        for input in [
+            &format!("https://{}.example/", "a".repeat(63)),
+            "https://under_score.example/",
+            "https://example.com./",
+            "https://xn--bcher-kva.example/",
+        ] {
+            assert!(parse(input).is_ok(), "{input} was refused");
+        }
+    }
+
+    #[test]
+    fn configured_hosts_parse_by_identity() {
+        assert_eq!(
+            HostIdentity::parse("Sho.Rt."),
+            Ok(HostIdentity::Name("sho.rt".into()))
+        );
+        assert_eq!(HostIdentity::parse("localhost"), Ok(HostIdentity::Loopback));
+        assert_eq!(HostIdentity::parse("[::1]"), Ok(HostIdentity::Loopback));
+        assert_eq!(
+            HostIdentity::parse("bücher.example"),
+            Ok(HostIdentity::Name("xn--bcher-kva.example".into()))
+        );
+        for bad in ["", "a/b", "host:80", "a b", "a..b", "[::1"] {
+            assert!(HostIdentity::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -13,7 +13,12 @@
 //!   [`Sampler`]), before any span exists, so an unsampled request pays one
 //!   random number and nothing else.
 
-use std::{io::IsTerminal, time::Duration};
+use std::{
+    any::Any,
+    io::IsTerminal,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use opentelemetry::{
     Context, KeyValue,
@@ -26,7 +31,12 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{Sampler as SdkSampler, SdkTracerProvider},
 };
-use prometheus_client::{encoding::text::encode, registry::Registry};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::counter::ConstCounter,
+    registry::Registry,
+};
 use serde::Deserialize;
 use tracing::Level;
 use tracing_subscriber::{
@@ -55,12 +65,91 @@ macro_rules! child_span {
 pub const EXPOSITION_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A metrics registry holding the process metrics, for a binary to add its
-/// own to.
+/// A metrics registry holding the process metrics and the count of panics,
+/// for a binary to add its own to.
 pub fn metrics_registry() -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(process::ProcessCollector));
+    registry.register_collector(Box::new(PanicCollector));
     registry
+}
+
+/// Panics in any thread of this process, counted by the hook [`init`]
+/// installs.
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// How many panics this process has seen.
+pub fn panics() -> u64 {
+    PANICS.load(Ordering::Relaxed)
+}
+
+/// Exports `shortener_panics_total`.
+#[derive(Debug)]
+struct PanicCollector;
+
+impl Collector for PanicCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(panics());
+        counter.encode(encoder.encode_descriptor(
+            "shortener_panics",
+            "Panics in any thread of the process (each is a bug; a request's panic is also a 500)",
+            None,
+            counter.metric_type(),
+        )?)
+    }
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)")
+}
+
+/// Sends panics to the log, as one error event (JSON when logs are), and
+/// counts them, instead of writing them to standard error. The backtrace
+/// is captured as `RUST_BACKTRACE` says (off by default: a burst of panics
+/// must not cost a symbolised backtrace each).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        let message = panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let thread = thread.name().unwrap_or("(unnamed)");
+        let backtrace = backtrace.to_string();
+        tracing::error!(
+            target: "panic",
+            panic = message,
+            location,
+            thread,
+            backtrace,
+            "a thread panicked"
+        );
+    }));
+}
+
+/// Clients' malformed requests are logged by actix-http's dispatcher at
+/// ERROR (target `actix_http::h1::dispatcher`); they are the clients' faults,
+/// not the service's, and anyone could fill the log with them. Silenced
+/// unless the filter names `actix_http` itself.
+const CLIENT_FAULTS: &str = "actix_http::h1::dispatcher=off";
+
+fn log_filter(level: &str) -> EnvFilter {
+    let filter = EnvFilter::new(level);
+    if level.contains("actix_http") {
+        return filter;
+    }
+    match CLIENT_FAULTS.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// The text exposition of every metric of `registry`.
@@ -160,7 +249,8 @@ pub fn init(
 ) -> Result<Telemetry, TelemetryError> {
     // `RUST_LOG`, when set, wins over `log.level`, so one run can be
     // debugged without editing configuration.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let level = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| log.level.clone());
+    let filter = log_filter(&level);
     let logs = match log.format {
         LogFormat::Text => fmt::layer()
             .with_target(false)
@@ -199,6 +289,8 @@ pub fn init(
         .try_init();
     if result.is_err() {
         tracing::debug!("a tracing subscriber was already installed");
+    } else {
+        install_panic_hook();
     }
     Ok(Telemetry {
         provider,

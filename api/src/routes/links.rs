@@ -101,13 +101,7 @@ fn redirect_status(status: Option<u16>) -> Result<Option<RedirectStatus>, ApiErr
 }
 
 fn future_expiry(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
-    if at <= now {
-        return Err(ApiError::InvalidRequest(
-            "expires_at must be in the future".into(),
-        ));
-    }
-    // Whole milliseconds: what the store keeps.
-    Ok(DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at))
+    links::link::parse_expiry(at, now).map_err(|e| ApiError::InvalidRequest(e.to_string()))
 }
 
 /// A link that exists and is not deleted.

@@ -45,7 +45,7 @@ pub async fn dispatch(
     match *req.method() {
         Method::GET => follow(req, state).await,
         Method::HEAD => peek(req, state).await,
-        _ if path_code(&req).is_some() => Err(ApiError::MethodNotAllowed),
+        _ if path_code(&req).is_some() => Err(ApiError::MethodNotAllowed("GET, HEAD")),
         _ => Err(ApiError::NoRoute),
     }
 }

@@ -3,9 +3,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use links::{
-    Code,
+    Code, LinkState,
     clicks::{Dimension, Granularity},
-    stats::{ClickStats, StatsQuery},
+    stats::{self, ClickStats, StatsQuery},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -83,12 +83,22 @@ impl StatsParams {
             Some(GranularityParam::Hour) => Granularity::Hour,
             Some(GranularityParam::Day) | None => Granularity::Day,
         };
+        for (name, at) in [("from", self.from), ("to", self.to)] {
+            if at.is_some_and(|at| at < stats::EARLIEST || at > stats::latest()) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "{name} must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+                )));
+            }
+        }
         let to = self
             .to
             .unwrap_or_else(|| now.duration_trunc(Duration::seconds(1)).unwrap_or(now));
-        let from = self.from.unwrap_or_else(|| match granularity {
-            Granularity::Hour => to - Duration::hours(48),
-            Granularity::Day => to - Duration::days(30),
+        let from = self.from.unwrap_or_else(|| {
+            let span = match granularity {
+                Granularity::Hour => Duration::hours(48),
+                Granularity::Day => Duration::days(30),
+            };
+            to.checked_sub_signed(span).unwrap_or(stats::EARLIEST)
         });
         if from >= to {
             return Err(ApiError::InvalidRequest("from must be before to".into()));
@@ -132,9 +142,14 @@ pub async fn get(
     params: web::Query<StatsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let code = super::code_param(&req)?;
-    let query = params.query(Utc::now())?;
-    if state.store.get_link(&code).await?.is_none() {
-        return Err(ApiError::NotFound);
+    let now = Utc::now();
+    let query = params.query(now)?;
+    // Like the link itself: expired links keep their stats, deleted ones
+    // are gone.
+    match state.store.get_link(&code).await? {
+        None => return Err(ApiError::NotFound),
+        Some(link) if link.state(now) == LinkState::Deleted => return Err(ApiError::Deleted),
+        Some(_) => {}
     }
     let stats = state.store.click_stats(&code, &query).await?;
     Ok(HttpResponse::Ok().json(body(&code, &query, stats)))

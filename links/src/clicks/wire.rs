@@ -79,7 +79,7 @@ pub fn decode(schema: Option<&[u8]>, value: &[u8]) -> Result<ClickEvent, DecodeE
     let id = Uuid::from_slice(&click.id).map_err(|e| field("id", e.to_string()))?;
     let code = Code::parse(&click.code).map_err(|e| field("code", e.to_string()))?;
     let at = DateTime::from_timestamp_millis(click.at_unix_ms)
-        .filter(|at| at.timestamp() > 0)
+        .filter(|at| at.timestamp() > 0 && *at <= crate::stats::latest())
         .ok_or_else(|| field("at_unix_ms", format!("{} is not a time", click.at_unix_ms)))?;
     let referrer = match click.referrer.as_str() {
         "" => None,
@@ -212,6 +212,20 @@ mod tests {
                 ..
             })
         ));
+        for at in [0, -1, i64::MIN, i64::MAX, 253_402_300_800_000] {
+            let mut bad = v1::Click::decode(good.as_slice()).expect("decodes");
+            bad.at_unix_ms = at;
+            assert!(
+                matches!(
+                    decode(schema, &bad.encode_to_vec()),
+                    Err(DecodeError::Field {
+                        field: "at_unix_ms",
+                        ..
+                    })
+                ),
+                "{at}"
+            );
+        }
         // An empty message lacks the required id and code.
         assert!(decode(schema, &[]).is_err());
     }

@@ -168,6 +168,7 @@ macro_rules! link_store_contract {
             unknown_codes_read_as_none,
             id_leases_never_overlap,
             reserved_ids_are_skipped_by_leases,
+            every_alias_id_can_be_set_aside,
             updates_apply_to_live_links_only,
             deletes_mark_links_once,
             expired_links_still_read_back,
@@ -188,10 +189,7 @@ macro_rules! link_store_contract {
 }
 
 fn policy() -> UrlPolicy {
-    UrlPolicy {
-        max_len: 2048,
-        blocked_hosts: vec![],
-    }
+    UrlPolicy::new(2048, [])
 }
 
 /// A link with a code unique to this test run.
@@ -340,6 +338,56 @@ pub async fn reserved_ids_are_skipped_by_leases(f: Fixture) {
         covering[..covering.len() - 1]
             .iter()
             .all(|b| b.reserved.is_empty())
+    );
+}
+
+/// Whatever alias a user chooses, of any length, and whatever length the
+/// codes start at, the id it names (if any) is one the store can set aside:
+/// ids end where the stores' signed 64-bit integers do.
+pub async fn every_alias_id_can_be_set_aside(f: Fixture) {
+    use rand::{Rng, SeedableRng};
+
+    use crate::codegen::{CodeGenerator, CodeKey, MAX_CODE_LEN, MAX_ID, MIN_CODE_LEN};
+
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut named = 0;
+    for len in MIN_CODE_LEN..=MAX_CODE_LEN {
+        let generator = CodeGenerator::new(&CodeKey::generate(), len).expect("valid length");
+        // The last ids, and random aliases of every length (11 characters,
+        // the length that straddles 2⁶³, most often).
+        let mut aliases: Vec<String> = [MAX_ID, MAX_ID - 1]
+            .into_iter()
+            .map(|id| generator.code(id).as_str().to_owned())
+            .collect();
+        for _ in 0..40 {
+            let alias_len = if rng.random_bool(0.5) {
+                11
+            } else {
+                rng.random_range(Code::MIN_LEN..=Code::MAX_LEN)
+            };
+            aliases.push(
+                (0..alias_len)
+                    .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+                    .collect(),
+            );
+        }
+        for alias in aliases {
+            let Some(id) = generator.id(&alias) else {
+                continue;
+            };
+            assert!(id <= MAX_ID, "{alias} names {id} (seed {seed})");
+            named += 1;
+            let reserved = f.store.reserve_id(id).await.unwrap_or_else(|e| {
+                panic!("setting aside {id} for {alias} failed: {e} (seed {seed})")
+            });
+            assert!(reserved, "{id} is far ahead of any lease (seed {seed})");
+        }
+    }
+    assert!(
+        named >= 14,
+        "only {named} aliases named an id (seed {seed})"
     );
 }
 

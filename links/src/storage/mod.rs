@@ -61,6 +61,11 @@ pub enum StoreError {
     /// work. The API answers 503.
     #[error("the store is unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// Part of the store stopped for good in this process (the thread of
+    /// an embedded connection is gone); only a restart brings it back. The
+    /// API answers 503, readiness fails, and the process stops.
+    #[error("the store is broken until the process restarts: {0}")]
+    Broken(String),
     /// The store holds something this version cannot read.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -121,6 +126,7 @@ pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
     /// racing instances all end up with the first value written.
     async fn get_or_init_setting(&self, name: &str, value: &str) -> Result<String, StoreError>;
 
-    /// Whether the store answers.
+    /// Whether the store answers; [`StoreError::Broken`] if it never will
+    /// again in this process.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -17,6 +17,7 @@
 //! records its version in `user_version`.
 
 use std::{
+    panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::{
         Arc, Weak,
@@ -27,6 +28,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use rusqlite::{OptionalExtension, Row, params};
 use rusqlite_migration::{M, Migrations};
 use tokio::sync::Semaphore;
@@ -226,6 +228,9 @@ impl SqliteStore {
         self.call(&self.readers[i], f).await
     }
 
+    /// Runs `f` on the connection's thread. A panic in `f` fails this call
+    /// alone: it is caught there, any transaction it left open is rolled
+    /// back, and the thread goes on serving.
     async fn call<T, F>(&self, conn: &Connection, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -235,8 +240,53 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Unavailable("too many storage calls in flight".into()))?
             .map_err(|e| StoreError::Other(e.into()))?;
-        conn.call(f).await.map_err(from_call)
+        let outcome = conn
+            .call_raw(move |conn| {
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)));
+                if outcome.is_err() && !conn.is_autocommit() {
+                    // A `Transaction` rolls back as it unwinds; this is for
+                    // one begun otherwise.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                outcome
+            })
+            .await
+            .map_err(|_| broken())?;
+        match outcome {
+            Ok(result) => result.map_err(from_sqlite),
+            Err(panic) => Err(StoreError::Other(
+                format!(
+                    "a storage call panicked: {}",
+                    crate::telemetry::panic_message(panic.as_ref())
+                )
+                .into(),
+            )),
+        }
     }
+
+    /// Whether the thread of every connection is still there, without
+    /// waiting for any of them: a call to a connection whose thread is gone
+    /// fails as it is sent, and one that is sent is left to run (it does
+    /// nothing).
+    fn threads_alive(&self) -> bool {
+        [&self.writer, &self.clicks_writer]
+            .into_iter()
+            .chain(&self.readers)
+            .all(|conn| !matches!(conn.call_raw(|_| ()).now_or_never(), Some(Err(_))))
+    }
+
+    /// Stops the thread of the link writer, as a crash of it would: the
+    /// store is broken from then on. For tests of what the service does
+    /// then.
+    #[cfg(any(test, feature = "contract-tests"))]
+    pub async fn stop_writer_thread(&self) {
+        let _ = self.writer.clone().close().await;
+    }
+}
+
+/// A connection's thread is gone: every call to it fails from now on.
+fn broken() -> StoreError {
+    StoreError::Broken("a SQLite connection's thread has stopped".into())
 }
 
 async fn migrate(
@@ -300,6 +350,7 @@ async fn purge_periodically(store: Weak<SqliteStore>) {
 fn from_call(e: tokio_rusqlite::Error<rusqlite::Error>) -> StoreError {
     match e {
         tokio_rusqlite::Error::Error(e) => from_sqlite(e),
+        tokio_rusqlite::Error::ConnectionClosed => broken(),
         other => StoreError::Unavailable(other.to_string().into()),
     }
 }
@@ -369,7 +420,7 @@ fn granularity_name(g: Granularity) -> &'static str {
 impl LinkStore for SqliteStore {
     async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError> {
         let count = i64::try_from(count).map_err(|e| StoreError::Other(e.into()))?;
-        let (start, reserved) = self
+        let (ids, reserved) = self
             .write(move |conn| {
                 let tx = conn.transaction()?;
                 let start: i64 = tx
@@ -378,21 +429,23 @@ impl LinkStore for SqliteStore {
                          RETURNING next - ?1",
                     )?
                     .query_row([count], |row| row.get(0))?;
+                // Ids are signed 64-bit; a block past the last one is never
+                // handed out (the transaction rolls back).
+                let Some(end) = start.checked_add(count).filter(|_| start >= 0) else {
+                    return Ok(None);
+                };
                 let reserved = tx
                     .prepare_cached(
                         "SELECT id FROM reserved_ids WHERE id >= ?1 AND id < ?2 ORDER BY id",
                     )?
-                    .query_map([start, start + count], |row| row.get::<_, i64>(0))?
-                    .map(|id| id.map(|id| id as u64))
+                    .query_map([start, end], |row| row.get::<_, u64>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
                 tx.commit()?;
-                Ok((start, reserved))
+                Ok(Some((start as u64..end as u64, reserved)))
             })
-            .await?;
-        Ok(IdBlock {
-            ids: start as u64..(start + count) as u64,
-            reserved,
-        })
+            .await?
+            .ok_or_else(|| StoreError::Other("the id space is used up".into()))?;
+        Ok(IdBlock { ids, reserved })
     }
 
     async fn reserve_id(&self, id: u64) -> Result<bool, StoreError> {
@@ -482,7 +535,7 @@ impl LinkStore for SqliteStore {
         let code = code.clone();
         let retention = self.retention;
         self.write(move |conn| {
-            let purge_at = millis(at + retention);
+            let purge_at = millis(crate::link::later_by(at, retention));
             let changed = conn
                 .prepare_cached(
                     "UPDATE links SET deleted_at = ?2, \
@@ -625,7 +678,89 @@ impl LinkStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if !self.threads_alive() {
+            return Err(broken());
+        }
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &Path) -> Arc<SqliteStore> {
+        SqliteStore::open(SqliteOptions {
+            dir: dir.to_owned(),
+            readers: 1,
+            max_in_flight: 8,
+            busy_timeout: Duration::from_secs(5),
+            retention: chrono::Duration::days(30),
+            background: Priority::Normal,
+        })
+        .await
+        .expect("open")
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_call_fails_that_call_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path()).await;
+        // A panic inside a transaction that already wrote.
+        let error = store
+            .write(|conn| {
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "INSERT INTO settings (name, value) VALUES ('half', 'done')",
+                    [],
+                )?;
+                panic!("a bug halfway through a write");
+                #[expect(unreachable_code, reason = "the closure's type")]
+                Ok(())
+            })
+            .await
+            .expect_err("the call fails");
+        assert!(
+            matches!(&error, StoreError::Other(e) if e.to_string().contains("a bug halfway")),
+            "{error}"
+        );
+        // The writer goes on, and the half-done write was rolled back.
+        assert_eq!(
+            store
+                .get_or_init_setting("half", "fresh")
+                .await
+                .expect("the writer still serves"),
+            "fresh"
+        );
+        store.ping().await.expect("still ready");
+        // One not inside a `Transaction`.
+        let error = store
+            .write(|conn| {
+                conn.execute_batch("BEGIN")?;
+                panic!("a bug in a hand-made transaction");
+                #[expect(unreachable_code, reason = "the closure's type")]
+                Ok(())
+            })
+            .await
+            .expect_err("the call fails");
+        assert!(matches!(error, StoreError::Other(_)), "{error}");
+        store
+            .get_or_init_setting("after", "x")
+            .await
+            .expect("no transaction left open");
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_thread_is_gone_breaks_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path()).await;
+        store.ping().await.expect("ready");
+        store.stop_writer_thread().await;
+        assert!(matches!(store.ping().await, Err(StoreError::Broken(_))));
+        assert!(matches!(
+            store.get_or_init_setting("x", "y").await,
+            Err(StoreError::Broken(_))
+        ));
     }
 }

@@ -1,0 +1,122 @@
+//! A panic while answering a request becomes that request's `500`.
+//!
+//! A panic is a bug, and no input should reach one; this is the defence in
+//! depth. Without it, a panicking handler drops its connection without an
+//! answer, uncounted. Here it is answered with an opaque `500` problem
+//! (its message stays in the log, written by the panic hook of
+//! [`links::telemetry`]), counted by the request metrics that wrap it, and
+//! the worker goes on serving. Nothing a handler shares is left half
+//! changed: locks across awaits are Tokio's (which do not poison), and the
+//! stores' writes are transactions.
+
+use std::{
+    any::Any,
+    future::{Future, Ready, ready},
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use actix_web::{
+    Error,
+    dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready},
+};
+use futures_util::{FutureExt, future::CatchUnwind};
+use pin_project_lite::pin_project;
+
+use crate::error::ApiError;
+
+/// The middleware (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct CatchPanic;
+
+impl<S, B> Transform<S, ServiceRequest> for CatchPanic
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Transform = CatchPanicService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CatchPanicService { service }))
+    }
+}
+
+#[derive(Debug)]
+pub struct CatchPanicService<S> {
+    service: S,
+}
+
+impl<S, B> Service<ServiceRequest> for CatchPanicService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = Caught<S::Future>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        // A panic in `call` itself (routing, extractors run later) is caught
+        // as well as one while the answer is polled.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
+            Ok(future) => Caught::running(future),
+            Err(panic) => Caught::Panicked { panic: Some(panic) },
+        }
+    }
+}
+
+pin_project! {
+    /// A request's answer, with its panic turned into an error.
+    #[project = CaughtProj]
+    pub enum Caught<F> {
+        Running { #[pin] future: CatchUnwind<AssertUnwindSafe<F>> },
+        Panicked { panic: Option<Box<dyn Any + Send>> },
+    }
+}
+
+impl<F: Future> Caught<F> {
+    fn running(future: F) -> Self {
+        Self::Running {
+            future: AssertUnwindSafe(future).catch_unwind(),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for Caught<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running { .. } => "Caught::Running",
+            Self::Panicked { .. } => "Caught::Panicked",
+        })
+    }
+}
+
+impl<F, T> Future for Caught<F>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let panic = match self.project() {
+            CaughtProj::Running { future } => match std::task::ready!(future.poll(cx)) {
+                Ok(result) => return Poll::Ready(result),
+                Err(panic) => panic,
+            },
+            CaughtProj::Panicked { panic } => panic.take().unwrap_or_else(|| Box::new("")),
+        };
+        Poll::Ready(Err(ApiError::Internal(
+            format!(
+                "the request's handler panicked: {}",
+                links::telemetry::panic_message(panic.as_ref())
+            )
+            .into(),
+        )
+        .into()))
+    }
+}

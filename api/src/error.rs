@@ -42,8 +42,8 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(std::time::Duration),
-    #[error("the service is shutting down; retry")]
-    ShuttingDown,
+    #[error("the request body did not arrive before the service stopped")]
+    BodyCutShort,
     #[error("this link has expired")]
     Expired,
     #[error("this link was deleted")]
@@ -85,7 +85,7 @@ impl ApiError {
             Self::NoRoute => ("not-found", "Not found"),
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             Self::BodyTimeout(_) => ("request-timeout", "Request timeout"),
-            Self::ShuttingDown => ("unavailable", "Service unavailable"),
+            Self::BodyCutShort => ("request-timeout", "Request timeout"),
             Self::Expired => ("link-expired", "Link expired"),
             Self::Deleted => ("link-deleted", "Link deleted"),
             Self::AliasTaken(_) => ("alias-taken", "Alias taken"),
@@ -137,7 +137,7 @@ impl ResponseError for ApiError {
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyCutShort => StatusCode::REQUEST_TIMEOUT,
             Self::Expired | Self::Deleted => StatusCode::GONE,
             Self::AliasTaken(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -169,7 +169,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            Self::Unavailable(_) | Self::ShuttingDown => {
+            Self::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             Self::MethodNotAllowed(allow) => {

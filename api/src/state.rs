@@ -38,10 +38,10 @@ impl AppState {
         self.accepting.load(Ordering::Relaxed)
     }
 
-    /// Checks that the request carries the link's token, or the admin token.
-    pub fn authorize(&self, req: &HttpRequest, link: &Link) -> Result<(), ApiError> {
-        let token = req
-            .headers()
+    /// The bearer token of a request: 401 without one, before anything
+    /// about the link it names is told.
+    pub fn bearer<'r>(&self, req: &'r HttpRequest) -> Result<&'r str, ApiError> {
+        req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| {
@@ -49,7 +49,11 @@ impl AppState {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Checks that `token` is the link's token, or the admin token.
+    pub fn authorize(&self, token: &str, link: &Link) -> Result<(), ApiError> {
         let admin = self.admin_token.is_some_and(|admin| admin.matches(token));
         if admin || link.token.matches(token) {
             Ok(())

@@ -3,7 +3,8 @@
 //! Besides the shape of a URL, two things are checked about its host:
 //!
 //! - it can exist in DNS (labels of 1 to 63 letters, digits, `-` or `_`,
-//!   at most 253 characters), or is an IP address;
+//!   not starting or ending with `-`, at most 253 characters in all), or is
+//!   an IP address;
 //! - it is not the service itself, nor another host the operator blocked.
 //!   Hosts are compared by what they are, not by how they are written
 //!   ([`HostIdentity`]): case, a trailing dot, international spellings,
@@ -159,6 +160,9 @@ fn dns_name_problem(name: &str) -> Option<&'static str> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Some("a label has characters other than letters, digits, '-' and '_'");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some("a label starts or ends with '-'");
         }
     }
     None
@@ -468,6 +472,9 @@ mod tests {
             long_name.as_str(),
             "https://exa!mple.com/",
             "https://ex$ample.com/",
+            "https://-/",
+            "https://a-.example/",
+            "https://-a.example/",
         ] {
             assert!(
                 matches!(

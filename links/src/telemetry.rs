@@ -111,8 +111,8 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
 /// Sends panics to the log, as one error event (JSON when logs are), and
 /// counts them, instead of writing them to standard error. The backtrace
 /// is captured as `RUST_BACKTRACE` says (off by default: a burst of panics
-/// must not cost a symbolised backtrace each).
-fn install_panic_hook() {
+/// must not cost a symbolised backtrace each). [`init`] installs it.
+pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         PANICS.fetch_add(1, Ordering::Relaxed);
         let message = panic_message(info.payload());

@@ -28,13 +28,13 @@ pub struct Readiness {
     pub accepting: bool,
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
     responses((status = 200, description = "The process is alive", body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
     responses(
         (status = 200, description = "Ready for traffic", body = Readiness),
         (status = 503, description = "Not ready: a dependency is down, or shutting down", body = Readiness),

@@ -25,17 +25,23 @@ const GENERATED_CODE_ATTEMPTS: usize = 8;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLink {
-    /// Absolute http or https URL to redirect to.
-    #[schema(example = "https://example.com/a/long/path?with=query")]
+    /// Absolute http or https URL to redirect to, with a host that can
+    /// exist in DNS and is not this service's.
+    #[schema(
+        format = "uri",
+        min_length = 1,
+        example = "https://example.com/a/long/path?with=query"
+    )]
     pub url: String,
     /// Code of your choice instead of a generated one: 3 to 64 of
     /// `A-Z a-z 0-9 _ -`, not a reserved word.
-    #[schema(example = "spring-launch")]
+    #[schema(pattern = "^[A-Za-z0-9_-]{3,64}$", example = "spring-launch")]
     pub alias: Option<String>,
-    /// When the link stops redirecting (answering 410 Gone). RFC 3339.
+    /// When the link stops redirecting (answering 410 Gone). RFC 3339; in
+    /// the future, at most 100 years ahead.
     pub expires_at: Option<DateTime<Utc>>,
     /// Redirect status: 301, 302 (default), 307 or 308.
-    #[schema(example = 302)]
+    #[schema(value_type = Option<crate::openapi::RedirectCode>, example = 302)]
     pub redirect: Option<u16>,
     /// Append the query string of each visit to the target URL.
     pub forward_query: Option<bool>,
@@ -45,11 +51,15 @@ pub struct CreateLink {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLink {
+    /// A new target, checked as on create.
+    #[schema(format = "uri", min_length = 1)]
     pub url: Option<String>,
-    /// A new expiry, or `null` to remove it. An expired link can be renewed.
+    /// A new expiry (in the future, at most 100 years ahead), or `null` to
+    /// remove it. An expired link can be renewed.
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    #[schema(value_type = Option<crate::openapi::RedirectCode>)]
     pub redirect: Option<u16>,
     pub forward_query: Option<bool>,
 }
@@ -64,7 +74,7 @@ pub struct LinkBody {
     pub url: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
-    #[schema(example = 302)]
+    #[schema(value_type = crate::openapi::RedirectCode, example = 302)]
     pub redirect: u16,
     pub forward_query: bool,
 }
@@ -113,18 +123,31 @@ async fn live_link(state: &AppState, code: &Code) -> Result<Link, ApiError> {
     }
 }
 
+/// A link that exists, is not deleted, and that `token` may change: the
+/// token is checked before the link's state is told.
+async fn owned_link(state: &AppState, code: &Code, token: &str) -> Result<Link, ApiError> {
+    let link = state
+        .store
+        .get_link(code)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.authorize(token, &link)?;
+    if link.state(Utc::now()) == LinkState::Deleted {
+        return Err(ApiError::Deleted);
+    }
+    Ok(link)
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/links",
+    operation_id = "create_link",
     tag = "links",
     request_body = CreateLink,
     responses(
         (status = 201, description = "Created", body = CreatedLink,
          headers(("Location" = String, description = "The link's API resource"))),
-        (status = 400, description = "Invalid URL, alias, expiry or body", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The alias is taken", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -207,8 +230,9 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/api/v1/links/{code}",
+    operation_id = "get_link",
     tag = "links",
-    params(("code" = String, Path, description = "Short code or alias")),
+    params(crate::openapi::CodeParam),
     responses(
         (status = 200, description = "The link (also when expired)", body = LinkBody),
         (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -224,13 +248,13 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
 #[utoipa::path(
     patch,
     path = "/api/v1/links/{code}",
+    operation_id = "update_link",
     tag = "links",
-    params(("code" = String, Path, description = "Short code or alias")),
+    params(crate::openapi::CodeParam),
     request_body = UpdateLink,
     security(("link_token" = [])),
     responses(
         (status = 200, description = "The changed link", body = LinkBody),
-        (status = 400, description = "Invalid change", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No token", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong token", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -242,9 +266,9 @@ pub async fn update(
     state: web::Data<AppState>,
     body: web::Json<UpdateLink>,
 ) -> Result<HttpResponse, ApiError> {
+    let token = state.bearer(&req)?;
     let code = code_param(&req)?;
-    let link = live_link(&state, &code).await?;
-    state.authorize(&req, &link)?;
+    let link = owned_link(&state, &code, token).await?;
     let body = body.into_inner();
     let now = Utc::now();
     let changes = LinkChanges {
@@ -273,8 +297,9 @@ pub async fn update(
 #[utoipa::path(
     delete,
     path = "/api/v1/links/{code}",
+    operation_id = "delete_link",
     tag = "links",
-    params(("code" = String, Path, description = "Short code or alias")),
+    params(crate::openapi::CodeParam),
     security(("link_token" = [])),
     responses(
         (status = 204, description = "Deleted; the code answers 410 from now on"),
@@ -288,9 +313,9 @@ pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let token = state.bearer(&req)?;
     let code = code_param(&req)?;
-    let link = live_link(&state, &code).await?;
-    state.authorize(&req, &link)?;
+    owned_link(&state, &code, token).await?;
     let deleted = state.store.delete_link(&code, Utc::now()).await?;
     state.cache.invalidate(&code).await;
     if !deleted {

@@ -60,10 +60,17 @@ fn path_code(req: &HttpRequest) -> Option<&str> {
 #[utoipa::path(
     get,
     path = "/{code}",
+    operation_id = "follow_link",
     tag = "redirect",
-    params(("code" = String, Path, description = "Short code or alias")),
+    params(crate::openapi::CodeParam),
     responses(
-        (status = 302, description = "Redirect to the link's URL (or the link's own 301, 307 or 308)",
+        (status = 302, description = "Redirect to the link's URL (the default status)",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 301, description = "Redirect, for a link made with `redirect: 301`",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 307, description = "Redirect, for a link made with `redirect: 307`",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 308, description = "Redirect, for a link made with `redirect: 308`",
          headers(("Location" = String, description = "The target URL"))),
         (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 410, description = "The link expired or was deleted", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -104,6 +111,25 @@ pub async fn follow(
 
 /// `HEAD /{code}`: the same answer as `GET`, without counting a click — link
 /// checkers and unfurlers ask HEAD, people's browsers do not.
+#[utoipa::path(
+    head,
+    path = "/{code}",
+    operation_id = "peek_link",
+    tag = "redirect",
+    params(crate::openapi::CodeParam),
+    responses(
+        (status = 302, description = "The answer GET would give, without counting a click",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 301, description = "For a link made with `redirect: 301`",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 307, description = "For a link made with `redirect: 307`",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 308, description = "For a link made with `redirect: 308`",
+         headers(("Location" = String, description = "The target URL"))),
+        (status = 404, description = "No link has this code"),
+        (status = 410, description = "The link expired or was deleted"),
+    )
+)]
 pub async fn peek(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (_, target) = resolve(&req, &state).await?;
     Ok(redirect(&req, target))

@@ -26,15 +26,21 @@ pub enum GranularityParam {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
-    /// Start of the range (RFC 3339). Default: 48 hours (hourly) or 30 days
-    /// (daily) before `to`.
+    /// Start of the range (RFC 3339, 1970 to 9999). Default: 48 hours
+    /// (hourly) or 30 days (daily) before `to`.
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub from: Option<DateTime<Utc>>,
-    /// End of the range (RFC 3339). Default: now.
+    /// End of the range (RFC 3339, 1970 to 9999), after `from`. Default:
+    /// now. At most 1000 buckets between them.
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub to: Option<DateTime<Utc>>,
     /// Width of the series' buckets. Default: day.
+    #[param(inline, value_type = Option<GranularityParam>)]
     pub granularity: Option<GranularityParam>,
     /// Entries per top list, 1 to 100. Default: 10.
+    #[param(minimum = 1, maximum = 100)]
     pub top: Option<usize>,
 }
 
@@ -129,11 +135,13 @@ impl StatsParams {
     get,
     path = "/api/v1/links/{code}/stats",
     tag = "stats",
-    params(("code" = String, Path, description = "Short code or alias"), StatsParams),
+    operation_id = "get_link_stats",
+    params(crate::openapi::CodeParam, StatsParams),
     responses(
         (status = 200, description = "Statistics, up to one flush interval behind", body = StatsBody),
-        (status = 400, description = "Invalid range", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid range or query", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No link has this code", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The link was deleted", body = crate::error::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get(

@@ -6,7 +6,8 @@
 //! request with a body is held back until the body has arrived, and
 //! answered instead, with the connection closed, when it is too large
 //! (413, from `Content-Length` alone when it says so), too slow (408), or
-//! still arriving [`SHUTDOWN_GRACE`] after shutdown began (503).
+//! still arriving [`SHUTDOWN_GRACE`] after shutdown began (408 too: a
+//! client that is sending gets it done well within the grace).
 //!
 //! Closing matters as much as answering: a body left unread would otherwise
 //! be drained by actix-http after the answer, at the client's pace. Answers
@@ -20,16 +21,19 @@ use std::{
     cell::RefCell,
     fmt,
     future::{Ready, ready},
+    pin::Pin,
     rc::Rc,
     sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
 use actix_web::{
     Error, HttpMessage, HttpResponse, ResponseError,
+    body::{BodySize, BoxBody, MessageBody},
     dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready},
     http::{ConnectionType, StatusCode, header::CONTENT_LENGTH},
-    web::BytesMut,
+    web::{Bytes, BytesMut},
 };
 use futures_util::{
     StreamExt,
@@ -121,16 +125,36 @@ where
 
 /// A body refused before it was read to its end.
 ///
-/// Its answer carries the unread rest of the body until it is sent, so
-/// that actix-http closes the connection rather than drain the rest at the
-/// client's pace (which it does for a chunked body nobody holds).
+/// Its answer carries the unread rest of the body until it is sent whole,
+/// so that actix-http closes the connection rather than drain the rest at
+/// the client's pace (which it does for a chunked body nobody holds once
+/// the answer is out).
 struct RefusedBody {
     error: ApiError,
     unread: RefCell<Option<Payload>>,
 }
 
-/// Held by an answer, never read.
-struct UnreadBody(#[expect(dead_code, reason = "held, never read")] Payload);
+/// An answer's body that also holds the unread request body, until the
+/// answer has been sent whole.
+struct Holding {
+    body: BoxBody,
+    _unread: Payload,
+}
+
+impl MessageBody for Holding {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
+}
 
 impl fmt::Debug for RefusedBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,10 +178,15 @@ impl ResponseError for RefusedBody {
         response
             .head_mut()
             .set_connection_type(ConnectionType::Close);
-        if let Some(unread) = self.unread.borrow_mut().take() {
-            response.extensions_mut().insert(UnreadBody(unread));
+        match self.unread.borrow_mut().take() {
+            Some(unread) => response
+                .map_body(|_, body| Holding {
+                    body,
+                    _unread: unread,
+                })
+                .map_into_boxed_body(),
+            None => response,
         }
-        response
     }
 }
 
@@ -197,7 +226,7 @@ async fn read(
             },
             () = &mut deadline => {
                 return Err(if draining {
-                    ApiError::ShuttingDown
+                    ApiError::BodyCutShort
                 } else {
                     ApiError::BodyTimeout(limits.timeout)
                 });

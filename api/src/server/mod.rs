@@ -12,7 +12,7 @@
 //! | a request body | `http.client_body_timeout` from the end of the head; `http.max_body_bytes` | `408`, `413`, connection closed |
 //! | idle between requests | `http.keep_alive` | connection closed |
 //! | a response the client does not read | `http.send_timeout` without progress | connection closed |
-//! | shutdown | idle connections close at once, bodies get [`body::SHUTDOWN_GRACE`], handlers `http.shutdown_timeout` | answered `503`, closed |
+//! | shutdown | idle connections close at once, bodies get [`body::SHUTDOWN_GRACE`], handlers `http.shutdown_timeout` | `408`, closed |
 //!
 //! - [`connection`]: the socket wrapper (later heads, stalled writes).
 //! - [`body`]: the middleware that reads bodies under their deadline.

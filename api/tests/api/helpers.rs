@@ -25,11 +25,14 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The real SQLite store, with a count of link reads. Delegates everything.
+/// The real store, with a count of link reads, and a bug on demand: it
+/// panics on inserting a link whose URL contains `panic_on_url`.
+/// Delegates everything else.
 #[derive(Debug)]
 pub struct CountingStore {
     inner: Arc<dyn LinkStore>,
     pub link_reads: AtomicUsize,
+    pub panic_on_url: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -41,6 +44,13 @@ impl LinkStore for CountingStore {
         self.inner.reserve_id(id).await
     }
     async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError> {
+        let bug = self.panic_on_url.lock().expect("fault").clone();
+        if let Some(bug) = bug {
+            assert!(
+                !link.url.as_str().contains(&bug),
+                "a bug reached by a request"
+            );
+        }
         self.inner.insert_link(link, uniqueness).await
     }
     async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError> {
@@ -192,6 +202,7 @@ pub async fn spawn_app_in(
     let store = Arc::new(CountingStore {
         inner: open_store(&settings).await.expect("open store"),
         link_reads: AtomicUsize::new(0),
+        panic_on_url: std::sync::Mutex::new(None),
     });
     let app = Application::build_with_store(settings.clone(), store.clone())
         .await
@@ -330,4 +341,126 @@ pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     assert!(body["title"].is_string());
     assert!(body["detail"].is_string());
     body
+}
+
+/// The real binary, started with the tier's environment and `extra` as its
+/// configuration; its JSON log lines are kept.
+pub struct ApiProcess {
+    child: tokio::process::Child,
+    pub address: String,
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ApiProcess {
+    pub async fn start(data_dir: &Path, tier: &Tier, extra: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shortener-api"))
+            .current_dir(data_dir)
+            .env("SHORTENER_CONFIG_DIR", data_dir.join("no-config"))
+            .env("SHORTENER__HTTP__LISTEN", "127.0.0.1:0")
+            .env("SHORTENER__HTTP__WORKERS", "2")
+            .envs(tier.env.iter().cloned())
+            .envs(extra.iter().copied())
+            .env("SHORTENER__LOG__FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start shortener-api");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                let log: Value = serde_json::from_str(&line).expect("JSON log line");
+                if log["message"] == "listening" {
+                    return format!("http://{}", log["addr"].as_str().expect("addr"));
+                }
+            }
+            panic!("shortener-api exited before listening");
+        })
+        .await
+        .expect("shortener-api listens within 30 s");
+        // Keep reading its logs so it never blocks on a full pipe.
+        let kept = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().expect("logs").push(line);
+            }
+        });
+        Self {
+            child,
+            address,
+            logs,
+        }
+    }
+
+    /// `host:port`.
+    pub fn socket_addr(&self) -> String {
+        self.address.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    /// Sends SIGTERM; asserts a clean exit within `within`, and returns how
+    /// long it took.
+    pub async fn terminate(mut self, within: Duration) -> Duration {
+        use nix::{
+            sys::signal::{Signal, kill},
+            unistd::Pid,
+        };
+        let started = std::time::Instant::now();
+        kill(Pid::from_raw(self.pid()), Signal::SIGTERM).expect("SIGTERM");
+        let Ok(status) = tokio::time::timeout(within, self.child.wait()).await else {
+            let logs = self.logs.lock().expect("logs");
+            let last = &logs[logs.len().saturating_sub(20)..];
+            panic!(
+                "still running {within:?} after SIGTERM; last log lines:\n{}",
+                last.join("\n")
+            );
+        };
+        let status = status.expect("exit status");
+        assert!(status.success(), "exited with {status}");
+        started.elapsed()
+    }
+
+    /// The log lines at `level` so far.
+    pub fn logged_at(&self, level: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter(|line| {
+                serde_json::from_str::<Value>(line).is_ok_and(|log| log["level"] == level)
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Reads until the server closes the connection (or `within` passes, which
+/// fails the test); returns what it sent.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open after {within:?}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    String::from_utf8_lossy(&answer).into_owned()
 }

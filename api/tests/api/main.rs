@@ -6,6 +6,8 @@ mod cache;
     reason = "shared with the production suite; each suite uses part"
 )]
 mod helpers;
+mod hostile;
 mod links;
 mod service;
+mod slow_clients;
 mod stats;

@@ -85,6 +85,58 @@ async fn the_openapi_document_describes_every_route() {
     ] {
         assert!(schemas.contains_key(schema), "{schema} is not documented");
     }
+    // Every reference resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().expect("a name");
+        assert!(schemas.contains_key(name), "dangling reference to {name}");
+    }
+    // Operation ids are unique; parameters are where they are read from.
+    let mut ids = std::collections::HashSet::new();
+    for (path, methods) in paths {
+        for (method, operation) in methods.as_object().expect("methods") {
+            let id = operation["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().expect("name");
+                let expected = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    "query"
+                };
+                assert_eq!(parameter["in"], expected, "{method} {path} {name}");
+                assert_eq!(
+                    parameter["required"].as_bool().unwrap_or(false),
+                    expected == "path",
+                    "{method} {path} {name}"
+                );
+            }
+        }
+    }
+    assert!(
+        paths["/{code}"]["head"].is_object(),
+        "HEAD is not documented"
+    );
+    assert_eq!(
+        schemas["CreateLink"]["properties"]["url"]["maxLength"],
+        app.settings.links.max_url_length
+    );
+    assert!(text.contains("[301,302,307,308]"), "redirect statuses");
+    let create = &paths["/api/v1/links"]["post"]["responses"];
+    for status in [
+        "201", "400", "408", "409", "413", "415", "431", "500", "503",
+    ] {
+        assert!(create[status].is_object(), "POST /api/v1/links {status}");
+    }
+    let metrics = &paths["/metrics"]["get"]["responses"]["200"]["content"];
+    assert!(
+        metrics
+            .as_object()
+            .expect("content")
+            .keys()
+            .all(|k| k.starts_with("application/openmetrics-text")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

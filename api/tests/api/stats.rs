@@ -3,20 +3,14 @@
 
 use std::{
     collections::BTreeMap,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
 use futures_util::future::join_all;
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
 use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{Tier, assert_problem, spawn_app};
+use crate::helpers::{ApiProcess, Tier, assert_problem, spawn_app};
 
 /// (user agent, bot name or browser, device) of the simulated visitors.
 const AGENTS: [(&str, Option<&str>, &str, &str); 6] = [
@@ -236,57 +230,6 @@ async fn stats_validate_their_range() {
     .await;
 }
 
-/// The real binary, started with the environment as its configuration.
-struct ApiProcess {
-    child: tokio::process::Child,
-    address: String,
-}
-
-impl ApiProcess {
-    async fn start(data_dir: &std::path::Path, tier: &Tier) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shortener-api"))
-            .current_dir(data_dir)
-            .env("SHORTENER_CONFIG_DIR", data_dir.join("no-config"))
-            .env("SHORTENER__HTTP__LISTEN", "127.0.0.1:0")
-            .env("SHORTENER__HTTP__WORKERS", "2")
-            .envs(tier.env.iter().cloned())
-            // Only the shutdown flush can write the counts in time.
-            .env("SHORTENER__EVENTS__INPROCESS__FLUSH_INTERVAL", "1h")
-            .env("SHORTENER__LOG__FORMAT", "json")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start shortener-api");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let address = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("read stdout") {
-                let log: Value = serde_json::from_str(&line).expect("JSON log line");
-                if log["message"] == "listening" {
-                    return format!("http://{}", log["addr"].as_str().expect("addr"));
-                }
-            }
-            panic!("shortener-api exited before listening");
-        })
-        .await
-        .expect("shortener-api listens within 30 s");
-        // Keep draining its logs so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, address }
-    }
-
-    async fn terminate(mut self) {
-        let pid = self.child.id().expect("running") as i32;
-        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exits within 30 s of SIGTERM")
-            .expect("exit status");
-        assert!(status.success(), "exited with {status}");
-    }
-}
-
 #[tokio::test]
 async fn a_graceful_restart_loses_no_click() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -296,7 +239,9 @@ async fn a_graceful_restart_loses_no_click() {
         .expect("client");
 
     let tier = Tier::new(dir.path());
-    let first = ApiProcess::start(dir.path(), &tier).await;
+    // Only the shutdown flush can write the counts in time.
+    let flush = [("SHORTENER__EVENTS__INPROCESS__FLUSH_INTERVAL", "1h")];
+    let first = ApiProcess::start(dir.path(), &tier, &flush).await;
     let created: Value = client
         .post(format!("{}/api/v1/links", first.address))
         .json(&json!({ "url": "https://example.com/restart" }))
@@ -311,9 +256,9 @@ async fn a_graceful_restart_loses_no_click() {
     // Nothing written yet: the flush interval is an hour.
     let before = fetch_stats(&client, &first.address, &code).await;
     assert_eq!(observed(&before).clicks + observed(&before).bot_clicks, 0);
-    first.terminate().await;
+    first.terminate(Duration::from_secs(30)).await;
 
-    let second = ApiProcess::start(dir.path(), &tier).await;
+    let second = ApiProcess::start(dir.path(), &tier, &flush).await;
     let stats = fetch_stats(&client, &second.address, &code).await;
     assert_eq!(observed(&stats), truth);
     let get = client
@@ -322,5 +267,5 @@ async fn a_graceful_restart_loses_no_click() {
         .await
         .expect("redirect");
     assert_eq!(get.headers()["location"], "https://example.com/restart");
-    second.terminate().await;
+    second.terminate(Duration::from_secs(30)).await;
 }

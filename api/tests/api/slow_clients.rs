@@ -1,0 +1,179 @@
+//! Clients that are slow on purpose: every phase of a request has a
+//! deadline, and a graceful stop does not wait for a stalled upload. (The
+//! same by the thousand, against the real binary: `tests/siege`.)
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::{read_until_closed, spawn_app_with};
+
+const SHORT: Duration = Duration::from_millis(600);
+
+#[tokio::test]
+async fn slow_bodies_are_answered_408_and_closed() {
+    let app = spawn_app_with(|s| s.http.client_body_timeout = SHORT).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    for head in [
+        // A JSON body that stops halfway.
+        "POST /api/v1/links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"url\":",
+        // A chunked body on a request that takes none, never finished.
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+        "DELETE /api/v1/links/abcdefg HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab",
+    ] {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        let started = Instant::now();
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{head:?}: {answer}");
+        assert!(answer.contains("request-timeout"), "{answer}");
+        assert!(
+            started.elapsed() >= SHORT,
+            "answered before the deadline: {:?}",
+            started.elapsed()
+        );
+    }
+    // A body declared too large is refused at once, and closed too.
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_request_head_on_a_connection_is_timed() {
+    let app = spawn_app_with(|s| {
+        s.http.client_request_timeout = SHORT;
+        s.http.keep_alive = Duration::from_secs(60);
+    })
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    // A first request, whole, and its answer: the connection stays open.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Then a second head, one header line at a time, each well within the
+    // deadline, never finished.
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let trickle = async {
+        for _ in 0..40 {
+            tokio::time::sleep(SHORT / 4).await;
+            if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                return;
+            }
+        }
+    };
+    trickle.await;
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after < SHORT * 6,
+        "a trickled head kept the connection {closed_after:?}"
+    );
+    read_until_closed(&mut stream, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_disconnected() {
+    let app = spawn_app_with(|s| s.http.send_timeout = SHORT).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let document = app
+        .get("/api/v1/openapi.json")
+        .await
+        .bytes()
+        .await
+        .expect("document");
+    let requests: usize = 3000;
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    // Pipelined requests for a large answer, and none of it read: far more
+    // than the socket buffers hold.
+    let request = b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n";
+    let writing = async {
+        for _ in 0..requests {
+            if stream.write_all(request).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), writing).await;
+    tokio::time::sleep(SHORT * 4).await;
+    let started = Instant::now();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(30)).await;
+    assert!(
+        answer.len() < requests * document.len(),
+        "all {requests} answers arrived: the server waited for the reader"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_are_counted_against_their_limit() {
+    let app = spawn_app_with(|s| s.http.max_connections = 300).await;
+    assert_eq!(app.metric("shortener_http_connections_limit").await, 600.0);
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let before = app.metric("shortener_http_connections").await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = app.metric("shortener_http_connections").await;
+    assert!(open >= before + 20.0, "{before} then {open}");
+    drop(idle);
+    let mut now = open;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = app.metric("shortener_http_connections").await;
+        if now <= before {
+            break;
+        }
+    }
+    assert!(now <= before, "{now} still open, {before} before");
+}
+
+#[tokio::test]
+async fn a_graceful_stop_gives_arriving_bodies_a_short_grace() {
+    let app = spawn_app_with(|s| {
+        s.http.client_body_timeout = Duration::from_secs(120);
+        s.http.shutdown_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(b"POST /api/v1/links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"url\":")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("before the service stopped"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("stops")
+        .expect("task");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the stop waited {took:?} for a stalled upload"
+    );
+}

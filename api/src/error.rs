@@ -112,6 +112,17 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<links::request::RequestError> for ApiError {
+    fn from(error: links::request::RequestError) -> Self {
+        use links::request::RequestError;
+        match error {
+            RequestError::Url(e) => Self::InvalidUrl(e),
+            RequestError::Alias(e) => Self::InvalidAlias(e),
+            other => Self::InvalidRequest(other.to_string()),
+        }
+    }
+}
+
 /// A store error shared by every request that waited on one cache load.
 impl From<std::sync::Arc<StoreError>> for ApiError {
     fn from(error: std::sync::Arc<StoreError>) -> Self {

@@ -12,9 +12,9 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 use utoipa::{
-    IntoParams, Modify, OpenApi, PartialSchema, ToSchema,
+    IntoParams, Modify, OpenApi, PartialSchema,
     openapi::{
-        Content, HttpMethod, RefOr, Required, ResponseBuilder, Schema,
+        Content, HttpMethod, Required, ResponseBuilder,
         path::{Operation, Parameter, ParameterBuilder, ParameterIn},
         schema::{ObjectBuilder, Type},
         security::{Http, HttpAuthScheme, SecurityScheme},
@@ -42,7 +42,7 @@ use crate::{error, routes, state::AppState};
         routes::health::readyz,
         routes::metrics::metrics,
     ),
-    components(schemas(error::Problem, routes::stats::GranularityParam)),
+    components(schemas(error::Problem, links::request::GranularityParam)),
     modifiers(&LinkToken, &CommonAnswers),
     tags(
         (name = "redirect", description = "Following short links"),
@@ -79,22 +79,6 @@ impl IntoParams for CodeParam {
         ]
     }
 }
-
-/// The redirect statuses a link may answer with.
-#[derive(Debug)]
-pub struct RedirectCode;
-
-impl PartialSchema for RedirectCode {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .enum_values(Some([301, 302, 307, 308]))
-            .description(Some("301, 302, 307 or 308"))
-            .into()
-    }
-}
-
-impl ToSchema for RedirectCode {}
 
 struct LinkToken;
 

@@ -228,6 +228,7 @@ impl TokenDigest {
         &self.0
     }
 
+    #[cfg(any(feature = "sqlite", feature = "scylla"))]
     pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }

@@ -238,6 +238,7 @@ impl TargetUrl {
     }
 
     /// A URL read back from the store, where only checked URLs are written.
+    #[cfg(any(feature = "sqlite", feature = "scylla"))]
     pub(crate) fn from_stored(url: String) -> Self {
         Self(url)
     }

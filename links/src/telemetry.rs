@@ -13,12 +13,7 @@
 //!   [`Sampler`]), before any span exists, so an unsampled request pays one
 //!   random number and nothing else.
 
-use std::{
-    any::Any,
-    io::IsTerminal,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::{io::IsTerminal, time::Duration};
 
 use opentelemetry::{
     Context, KeyValue,
@@ -74,22 +69,13 @@ pub fn metrics_registry() -> Registry {
     registry
 }
 
-/// Panics in any thread of this process, counted by the hook [`init`]
-/// installs.
-static PANICS: AtomicU64 = AtomicU64::new(0);
-
-/// How many panics this process has seen.
-pub fn panics() -> u64 {
-    PANICS.load(Ordering::Relaxed)
-}
-
 /// Exports `shortener_panics_total`.
 #[derive(Debug)]
 struct PanicCollector;
 
 impl Collector for PanicCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new(panics());
+        let counter = ConstCounter::new(crate::panics::count());
         counter.encode(encoder.encode_descriptor(
             "shortener_panics",
             "Panics in any thread of the process (each is a bug; a request's panic is also a 500)",
@@ -97,42 +83,6 @@ impl Collector for PanicCollector {
             counter.metric_type(),
         )?)
     }
-}
-
-/// The message a panic was raised with.
-pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(a panic without a message)")
-}
-
-/// Sends panics to the log, as one error event (JSON when logs are), and
-/// counts them, instead of writing them to standard error. The backtrace
-/// is captured as `RUST_BACKTRACE` says (off by default: a burst of panics
-/// must not cost a symbolised backtrace each). [`init`] installs it.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        PANICS.fetch_add(1, Ordering::Relaxed);
-        let message = panic_message(info.payload());
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
-            .unwrap_or_default();
-        let thread = std::thread::current();
-        let backtrace = std::backtrace::Backtrace::capture();
-        let thread = thread.name().unwrap_or("(unnamed)");
-        let backtrace = backtrace.to_string();
-        tracing::error!(
-            target: "panic",
-            panic = message,
-            location,
-            thread,
-            backtrace,
-            "a thread panicked"
-        );
-    }));
 }
 
 /// Clients' malformed requests are logged by actix-http's dispatcher at
@@ -290,7 +240,7 @@ pub fn init(
     if result.is_err() {
         tracing::debug!("a tracing subscriber was already installed");
     } else {
-        install_panic_hook();
+        crate::panics::install_hook();
     }
     Ok(Telemetry {
         provider,

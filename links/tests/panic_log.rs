@@ -75,5 +75,5 @@ fn panic_in_a_thread() {
         .expect("spawn")
         .join();
     assert!(outcome.is_err());
-    println!("panics counted: {}", links::telemetry::panics());
+    println!("panics counted: {}", links::panics::count());
 }

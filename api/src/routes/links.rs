@@ -7,10 +7,11 @@
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
 use links::{
-    Alias, Code, Link, LinkChanges, LinkState, ManageToken, RedirectStatus, StoreError, TargetUrl,
+    Code, Link, LinkState, ManageToken, StoreError,
+    request::{CreateLink, NewLink, UpdateLink},
     storage::Uniqueness,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::code_param;
@@ -20,49 +21,6 @@ use crate::{error::ApiError, state::AppState};
 /// are written, so a generated code is taken only in a store that predates
 /// that, and a second attempt is already rare.
 const GENERATED_CODE_ATTEMPTS: usize = 8;
-
-/// A link to create.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateLink {
-    /// Absolute http or https URL to redirect to, with a host that can
-    /// exist in DNS and is not this service's.
-    #[schema(
-        format = "uri",
-        min_length = 1,
-        example = "https://example.com/a/long/path?with=query"
-    )]
-    pub url: String,
-    /// Code of your choice instead of a generated one: 3 to 64 of
-    /// `A-Z a-z 0-9 _ -`, not a reserved word.
-    #[schema(pattern = "^[A-Za-z0-9_-]{3,64}$", example = "spring-launch")]
-    pub alias: Option<String>,
-    /// When the link stops redirecting (answering 410 Gone). RFC 3339; in
-    /// the future, at most 100 years ahead.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Redirect status: 301, 302 (default), 307 or 308.
-    #[schema(value_type = Option<crate::openapi::RedirectCode>, example = 302)]
-    pub redirect: Option<u16>,
-    /// Append the query string of each visit to the target URL.
-    pub forward_query: Option<bool>,
-}
-
-/// Changes to a link; absent fields stay as they are.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateLink {
-    /// A new target, checked as on create.
-    #[schema(format = "uri", min_length = 1)]
-    pub url: Option<String>,
-    /// A new expiry (in the future, at most 100 years ahead), or `null` to
-    /// remove it. An expired link can be renewed.
-    #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<DateTime<Utc>>)]
-    pub expires_at: Option<Option<DateTime<Utc>>>,
-    #[schema(value_type = Option<crate::openapi::RedirectCode>)]
-    pub redirect: Option<u16>,
-    pub forward_query: Option<bool>,
-}
 
 /// A link.
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,7 +32,7 @@ pub struct LinkBody {
     pub url: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
-    #[schema(value_type = crate::openapi::RedirectCode, example = 302)]
+    #[schema(value_type = links::request::RedirectCode, example = 302)]
     pub redirect: u16,
     pub forward_query: bool,
 }
@@ -101,17 +59,6 @@ impl LinkBody {
             forward_query: link.forward_query,
         }
     }
-}
-
-fn redirect_status(status: Option<u16>) -> Result<Option<RedirectStatus>, ApiError> {
-    status
-        .map(RedirectStatus::try_from)
-        .transpose()
-        .map_err(|e| ApiError::InvalidRequest(e.to_string()))
-}
-
-fn future_expiry(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
-    links::link::parse_expiry(at, now).map_err(|e| ApiError::InvalidRequest(e.to_string()))
 }
 
 /// A link that exists and is not deleted.
@@ -154,21 +101,15 @@ pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<CreateLink>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let now = Utc::now();
-    let url = TargetUrl::parse(&body.url, &state.url_policy)?;
-    let alias = body
-        .alias
-        .as_deref()
-        .map(Alias::parse)
-        .transpose()
-        .map_err(ApiError::InvalidAlias)?;
-    let expires_at = body
-        .expires_at
-        .map(|at| future_expiry(at, now))
-        .transpose()?;
-    let redirect = redirect_status(body.redirect)?.unwrap_or_default();
+    let NewLink {
+        alias,
+        url,
+        expires_at,
+        redirect,
+        forward_query,
+    } = body.into_inner().parse(&state.url_policy, Utc::now())?;
     let token = ManageToken::generate();
+    let now = Utc::now();
     let created_at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
     let new_link = |code: Code| Link {
         code,
@@ -176,7 +117,7 @@ pub async fn create(
         created_at,
         expires_at,
         redirect,
-        forward_query: body.forward_query.unwrap_or(false),
+        forward_query,
         deleted_at: None,
         token: token.digest(),
     };
@@ -269,21 +210,7 @@ pub async fn update(
     let token = state.bearer(&req)?;
     let code = code_param(&req)?;
     let link = owned_link(&state, &code, token).await?;
-    let body = body.into_inner();
-    let now = Utc::now();
-    let changes = LinkChanges {
-        url: body
-            .url
-            .as_deref()
-            .map(|url| TargetUrl::parse(url, &state.url_policy))
-            .transpose()?,
-        expires_at: body
-            .expires_at
-            .map(|at| at.map(|at| future_expiry(at, now)).transpose())
-            .transpose()?,
-        redirect: redirect_status(body.redirect)?,
-        forward_query: body.forward_query,
-    };
+    let changes = body.into_inner().parse(&state.url_policy, Utc::now())?;
     let updated = if changes.is_empty() {
         link
     } else {

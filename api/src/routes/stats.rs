@@ -1,48 +1,17 @@
 //! `GET /api/v1/links/{code}/stats`: totals, a time series and top lists.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Utc};
 use links::{
     Code, LinkState,
-    clicks::{Dimension, Granularity},
-    stats::{self, ClickStats, StatsQuery},
+    clicks::Dimension,
+    request::StatsParams,
+    stats::{ClickStats, StatsQuery},
 };
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{error::ApiError, state::AppState};
-
-/// Most buckets one series may have: 41 days by the hour, years by the day.
-const MAX_BUCKETS: i64 = 1000;
-const DEFAULT_TOP: usize = 10;
-const MAX_TOP: usize = 100;
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum GranularityParam {
-    Hour,
-    Day,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct StatsParams {
-    /// Start of the range (RFC 3339, 1970 to 9999). Default: 48 hours
-    /// (hourly) or 30 days (daily) before `to`.
-    #[param(value_type = Option<DateTime<Utc>>)]
-    pub from: Option<DateTime<Utc>>,
-    /// End of the range (RFC 3339, 1970 to 9999), after `from`. Default:
-    /// now. At most 1000 buckets between them.
-    #[param(value_type = Option<DateTime<Utc>>)]
-    pub to: Option<DateTime<Utc>>,
-    /// Width of the series' buckets. Default: day.
-    #[param(inline, value_type = Option<GranularityParam>)]
-    pub granularity: Option<GranularityParam>,
-    /// Entries per top list, 1 to 100. Default: 10.
-    #[param(minimum = 1, maximum = 100)]
-    pub top: Option<usize>,
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SeriesPointBody {
@@ -81,54 +50,6 @@ pub struct StatsBody {
     /// desktop, mobile, tablet or other.
     pub top_devices: Vec<TopEntryBody>,
     pub top_bots: Vec<TopEntryBody>,
-}
-
-impl StatsParams {
-    fn query(&self, now: DateTime<Utc>) -> Result<StatsQuery, ApiError> {
-        let granularity = match self.granularity {
-            Some(GranularityParam::Hour) => Granularity::Hour,
-            Some(GranularityParam::Day) | None => Granularity::Day,
-        };
-        for (name, at) in [("from", self.from), ("to", self.to)] {
-            if at.is_some_and(|at| at < stats::EARLIEST || at > stats::latest()) {
-                return Err(ApiError::InvalidRequest(format!(
-                    "{name} must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
-                )));
-            }
-        }
-        let to = self
-            .to
-            .unwrap_or_else(|| now.duration_trunc(Duration::seconds(1)).unwrap_or(now));
-        let from = self.from.unwrap_or_else(|| {
-            let span = match granularity {
-                Granularity::Hour => Duration::hours(48),
-                Granularity::Day => Duration::days(30),
-            };
-            to.checked_sub_signed(span).unwrap_or(stats::EARLIEST)
-        });
-        if from >= to {
-            return Err(ApiError::InvalidRequest("from must be before to".into()));
-        }
-        let top = self.top.unwrap_or(DEFAULT_TOP);
-        if !(1..=MAX_TOP).contains(&top) {
-            return Err(ApiError::InvalidRequest(format!(
-                "top must be between 1 and {MAX_TOP}"
-            )));
-        }
-        let query = StatsQuery {
-            from,
-            to,
-            granularity,
-            top,
-        };
-        if query.buckets() > MAX_BUCKETS {
-            return Err(ApiError::InvalidRequest(format!(
-                "the range spans {} buckets; at most {MAX_BUCKETS} (use granularity=day or a shorter range)",
-                query.buckets()
-            )));
-        }
-        Ok(query)
-    }
 }
 
 #[utoipa::path(

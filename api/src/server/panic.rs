@@ -113,7 +113,7 @@ where
         Poll::Ready(Err(ApiError::Internal(
             format!(
                 "the request's handler panicked: {}",
-                links::telemetry::panic_message(panic.as_ref())
+                links::panics::message(panic.as_ref())
             )
             .into(),
         )

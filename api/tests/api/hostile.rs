@@ -280,10 +280,10 @@ async fn wrong_methods_name_the_allowed_ones() {
 /// one, and the service goes on.
 #[tokio::test]
 async fn a_panicking_request_is_an_opaque_500_and_counted() {
-    links::telemetry::install_panic_hook();
+    links::panics::install_hook();
     let app = spawn_app().await;
     *app.store.panic_on_url.lock().expect("fault") = Some("panic".into());
-    let panics_before = links::telemetry::panics();
+    let panics_before = links::panics::count();
     for _ in 0..3 {
         let response = app
             .create(json!({ "url": "https://example.com/panic" }))
@@ -291,7 +291,7 @@ async fn a_panicking_request_is_an_opaque_500_and_counted() {
         let problem = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
         assert_eq!(problem["detail"], "internal error", "{problem}");
     }
-    assert!(links::telemetry::panics() >= panics_before + 3);
+    assert!(links::panics::count() >= panics_before + 3);
     // The same workers go on serving.
     app.shorten("https://example.com/fine").await;
     assert_eq!(

@@ -23,7 +23,9 @@ use crate::{
 
 #[cfg(feature = "contract-tests")]
 pub mod contract;
+#[cfg(feature = "scylla")]
 pub mod scylla;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

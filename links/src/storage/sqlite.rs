@@ -257,7 +257,7 @@ impl SqliteStore {
             Err(panic) => Err(StoreError::Other(
                 format!(
                     "a storage call panicked: {}",
-                    crate::telemetry::panic_message(panic.as_ref())
+                    crate::panics::message(panic.as_ref())
                 )
                 .into(),
             )),
@@ -757,7 +757,16 @@ mod tests {
         let store = store(dir.path()).await;
         store.ping().await.expect("ready");
         store.stop_writer_thread().await;
-        assert!(matches!(store.ping().await, Err(StoreError::Broken(_))));
+        // The thread answers the close before it ends: give it a moment.
+        let mut pinged = store.ping().await;
+        for _ in 0..100 {
+            if matches!(pinged, Err(StoreError::Broken(_))) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            pinged = store.ping().await;
+        }
+        assert!(matches!(pinged, Err(StoreError::Broken(_))), "{pinged:?}");
         assert!(matches!(
             store.get_or_init_setting("x", "y").await,
             Err(StoreError::Broken(_))

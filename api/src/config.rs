@@ -269,6 +269,8 @@ impl Settings {
                 "must be between 1024 and 131072",
             ));
         }
+        // Deadlines of clients: long enough for a slow network, short
+        // enough to be deadlines at all.
         for (key, value) in [
             (
                 "http.client_request_timeout",
@@ -278,9 +280,24 @@ impl Settings {
             ("http.send_timeout", self.http.send_timeout),
             ("http.keep_alive", self.http.keep_alive),
         ] {
-            if value < Duration::from_millis(100) {
-                return Err(invalid(key, "must be at least 100ms"));
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&value) {
+                return Err(invalid(key, "must be between 100ms and 1h"));
             }
+        }
+        // Whole seconds: the server counts its shutdown timeout in them.
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&self.http.shutdown_timeout)
+        {
+            return Err(invalid(
+                "http.shutdown_timeout",
+                "must be between 1s and 1h",
+            ));
+        }
+        if self.http.workers > 512 {
+            return Err(invalid(
+                "http.workers",
+                "must be at most 512 (0: one per core)",
+            ));
         }
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
@@ -568,6 +585,31 @@ mod tests {
             ),
             ("SHORTENER__LOG__LEVEL", "info,[", "SHORTENER__LOG__LEVEL"),
             ("SHORTENER__HTTP__WORKERS", "many", "http.workers"),
+            (
+                "SHORTENER__HTTP__WORKERS",
+                "513",
+                "SHORTENER__HTTP__WORKERS",
+            ),
+            (
+                "SHORTENER__HTTP__SEND_TIMEOUT",
+                "1000years",
+                "SHORTENER__HTTP__SEND_TIMEOUT",
+            ),
+            (
+                "SHORTENER__HTTP__SHUTDOWN_TIMEOUT",
+                "500ms",
+                "SHORTENER__HTTP__SHUTDOWN_TIMEOUT",
+            ),
+            (
+                "SHORTENER__LINKS__RETENTION",
+                "1000years",
+                "SHORTENER__LINKS__RETENTION",
+            ),
+            (
+                "SHORTENER__LINKS__BLOCKED_HOSTS",
+                "a..b",
+                "SHORTENER__LINKS__BLOCKED_HOSTS",
+            ),
             ("SHORTENER__CACHE__L1__TTL", "soon", "cache.l1.ttl"),
             ("SHORTENER__STORAGE__BACKEND", "oracle", "storage.backend"),
             (

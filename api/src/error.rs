@@ -58,6 +58,10 @@ pub enum ApiError {
     Unavailable(#[source] BoxError),
     #[error("internal error")]
     Internal(#[source] BoxError),
+    /// A panic while answering: a 500 like `Internal`, logged once, by the
+    /// panic hook, with its location.
+    #[error("internal error")]
+    Panicked,
 }
 
 /// The body of every error response.
@@ -92,7 +96,7 @@ impl ApiError {
             Self::Unauthorized => ("unauthorized", "Unauthorized"),
             Self::Forbidden => ("forbidden", "Forbidden"),
             Self::Unavailable(_) => ("unavailable", "Service unavailable"),
-            Self::Internal(_) => ("internal", "Internal server error"),
+            Self::Internal(_) | Self::Panicked => ("internal", "Internal server error"),
         }
     }
 
@@ -154,7 +158,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -53,6 +53,11 @@ struct RouteLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: &'static str,
 }
@@ -309,8 +314,11 @@ pub struct Metrics {
     /// Click events in the producer awaiting delivery.
     pub kafka_buffered: Gauge,
     pub click_flush_failures: Counter,
-    /// HTTP connections open on the public listener.
-    pub http_connections: Gauge,
+    /// HTTP connections open on the public listener, and those closed for
+    /// a late head or a stalled write.
+    pub connections: crate::server::ConnectionMetrics,
+    /// Request bodies that did not arrive in time (answered 408).
+    pub body_timeouts: Counter,
     /// Connections the public listener serves at once, at most (workers ×
     /// per-worker limit); beyond, new ones wait in the backlog.
     pub http_connections_limit: Gauge,
@@ -458,6 +466,19 @@ impl Metrics {
             "HTTP connections open on the public listener",
             http_connections.clone(),
         );
+        let timeouts = Family::<PhaseLabel, Counter>::default();
+        registry.register(
+            "http_timeouts",
+            "Requests cut short because the client was too slow: a head or a body late, or responses not read",
+            timeouts.clone(),
+        );
+        let timeout = |phase| timeouts.get_or_create(&PhaseLabel { phase }).clone();
+        let connections = crate::server::ConnectionMetrics {
+            open: http_connections,
+            head_timeouts: timeout("head"),
+            write_timeouts: timeout("write"),
+        };
+        let body_timeouts = timeout("body");
         let http_connections_limit = Gauge::default();
         registry.register(
             "http_connections_limit",
@@ -492,7 +513,8 @@ impl Metrics {
             kafka_delivery_failures,
             kafka_buffered,
             click_flush_failures,
-            http_connections,
+            connections,
+            body_timeouts,
             http_connections_limit,
         }
     }

@@ -9,7 +9,7 @@
 //! (`infra/openapi-test`), so a status, header or body it does not
 //! describe is a failure.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, web, web::Bytes};
 use serde_json::json;
 use utoipa::{
     IntoParams, Modify, OpenApi, PartialSchema,
@@ -157,17 +157,24 @@ fn add(operation: &mut Operation, head: bool, status: &str, description: &str) {
         .or_insert_with(|| response.build().into());
 }
 
-/// The document, with this instance's limits filled in.
-pub async fn document(state: web::Data<AppState>) -> HttpResponse {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    let max_len = state.url_policy.max_len;
+/// The document as JSON, with this instance's limits filled in: made once,
+/// at start, and served as it is.
+pub fn document_json(max_url_len: usize) -> Result<Bytes, serde_json::Error> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi())?;
     for schema in ["CreateLink", "UpdateLink"] {
         if let Some(url) = doc
             .pointer_mut(&format!("/components/schemas/{schema}/properties/url"))
             .and_then(|url| url.as_object_mut())
         {
-            url.insert("maxLength".into(), json!(max_len));
+            url.insert("maxLength".into(), json!(max_url_len));
         }
     }
-    HttpResponse::Ok().json(doc)
+    serde_json::to_vec(&doc).map(Bytes::from)
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn document(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi.clone())
 }

@@ -76,6 +76,8 @@ pub enum StartupError {
     Task(#[from] tokio::task::JoinError),
     #[error("the store broke: {0}")]
     StoreBroken(String),
+    #[error("cannot write the OpenAPI document: {0}")]
+    OpenApi(#[from] serde_json::Error),
 }
 
 /// The running service: an HTTP server and its click pipeline.
@@ -302,6 +304,7 @@ impl Application {
             metrics: metrics.clone(),
             tracing: settings.traces.enabled(),
             accepting: AtomicBool::new(true),
+            openapi: openapi::document_json(settings.links.max_url_length)?,
         });
         let sampler = Sampler::for_settings(&settings.traces);
         let access_log_ratio = settings.http.access_log_ratio;
@@ -320,22 +323,26 @@ impl Application {
             max_bytes: http.max_body_bytes,
             timeout: http.client_body_timeout,
             shutdown: draining.clone(),
+            timeouts: metrics.body_timeouts.clone(),
         }));
         let options = server_options(&settings.http, &metrics);
+        let admin_bodies = bodies.clone();
         let server = server::serve(
             "shortener-api",
             listener,
             &options,
-            metrics.http_connections.clone(),
+            metrics.connections.clone(),
             move || {
                 let max_header_bytes = http.max_header_bytes;
-                // Outermost last: metrics see every answer, panics' too;
-                // heads are checked before bodies are read.
+                // Outermost last: metrics see every answer, panics' too.
+                // Bodies are read first, whole or refused: nothing answers
+                // a request whose body is still arriving (actix-http would
+                // drain the rest at the client's pace).
                 App::new()
-                    .wrap(bodies.clone())
                     .wrap(from_fn(move |req, next| {
                         crate::routes::limit_headers(max_header_bytes, req, next)
                     }))
+                    .wrap(bodies.clone())
                     .wrap(CatchPanic)
                     .wrap(Condition::new(observed, observer.clone()))
                     .configure(|cfg| {
@@ -345,7 +352,7 @@ impl Application {
         )?;
         tracing::info!(%addr, public_base = %state.public_base, "listening");
         let admin = admin_listener
-            .map(|listener| admin_server(listener, state.clone(), &options))
+            .map(|listener| admin_server(listener, state.clone(), &options, admin_bodies))
             .transpose()?;
 
         Ok(Self {
@@ -484,6 +491,7 @@ fn admin_server(
     listener: TcpListener,
     state: web::Data<AppState>,
     options: &ServerOptions,
+    bodies: ReadBody,
 ) -> Result<(SocketAddr, ServerHandle), StartupError> {
     let addr = listener.local_addr()?;
     let options = ServerOptions {
@@ -495,13 +503,17 @@ fn admin_server(
         "shortener-api-admin",
         listener,
         &options,
-        prometheus_client::metrics::gauge::Gauge::default(),
+        server::ConnectionMetrics::default(),
         move || {
-            App::new().wrap(CatchPanic).app_data(state.clone()).service(
-                web::resource("/metrics")
-                    .route(web::get().to(metrics::metrics))
-                    .default_service(web::to(error::method_not_allowed("GET"))),
-            )
+            App::new()
+                .wrap(bodies.clone())
+                .wrap(CatchPanic)
+                .app_data(state.clone())
+                .service(
+                    web::resource("/metrics")
+                        .route(web::get().to(metrics::metrics))
+                        .default_service(web::to(error::method_not_allowed("GET"))),
+                )
         },
     )?;
     tracing::info!(%addr, "serving /metrics");

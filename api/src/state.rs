@@ -27,6 +27,8 @@ pub struct AppState {
     pub tracing: bool,
     /// False once shutdown has begun, so load balancers stop sending traffic.
     pub accepting: AtomicBool,
+    /// The OpenAPI document, as served.
+    pub openapi: actix_web::web::Bytes,
 }
 
 impl AppState {

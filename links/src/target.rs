@@ -102,7 +102,7 @@ impl HostIdentity {
     /// either, since a link to it reaches the service.
     pub fn of_ip(ip: IpAddr) -> Self {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            IpAddr::V6(v6) => embedded_ipv4(v6).map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
         let local = match ip {
@@ -114,12 +114,42 @@ impl HostIdentity {
 
     fn of_name(name: &str) -> Self {
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        // RFC 6761: localhost and its subdomains are always this machine.
-        if name == "localhost" || name.ends_with(".localhost") {
+        // RFC 6761: localhost and its subdomains are always this machine;
+        // the others are the loopback names of common /etc/hosts files.
+        let loopback = name == "localhost"
+            || name.ends_with(".localhost")
+            || matches!(
+                name.as_str(),
+                "localhost.localdomain" | "ip6-localhost" | "ip6-loopback"
+            );
+        if loopback {
             Self::Loopback
         } else {
             Self::Name(name)
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, in the forms that carry
+/// one: IPv4-mapped (`::ffff:0:0/96`), IPv4-translated (`::ffff:0:0:0/96`),
+/// IPv4-compatible (`::/96`, but `::` and `::1`), NAT64's well-known prefix
+/// (`64:ff9b::/96`) and 6to4 (`2002::/16`). Each reaches that IPv4 host
+/// through a translator or a tunnel, so the rule must see it as that host.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let octets = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    match v6.segments() {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo]
+        | [0, 0, 0, 0, 0xffff, 0, hi, lo]
+        | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(octets(hi, lo)),
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => {
+            Some(octets(hi, lo))
+        }
+        [0x2002, hi, lo, ..] => Some(octets(hi, lo)),
+        _ => None,
     }
 }
 
@@ -428,6 +458,12 @@ mod tests {
             "http://[0:0:0:0:0:ffff:7f00:1]/x",
             "http://0.0.0.0/x",
             "http://[::]/x",
+            "http://[::127.0.0.1]/x",
+            "http://[64:ff9b::7f00:1]/x",
+            "http://[2002:7f00:1::]/x",
+            "http://[::ffff:0:7f00:1]/x",
+            "http://localhost.localdomain/x",
+            "http://ip6-localhost/x",
         ] {
             assert!(
                 matches!(
@@ -456,6 +492,9 @@ mod tests {
             );
         }
         assert!(TargetUrl::parse("http://10.0.0.6/", &policy).is_ok());
+        assert!(TargetUrl::parse("http://[64:ff9b::a00:5]/", &policy).is_err());
+        assert!(TargetUrl::parse("http://[2002:a00:5::1]/", &policy).is_err());
+        assert!(TargetUrl::parse("http://[2001:db8::a00:5]/", &policy).is_ok());
         let v6 = UrlPolicy::new(2048, [HostIdentity::parse("[2001:db8::1]").expect("ip")]);
         assert!(TargetUrl::parse("http://[2001:DB8:0::1]/", &v6).is_err());
     }

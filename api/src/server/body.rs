@@ -39,6 +39,7 @@ use futures_util::{
     StreamExt,
     future::{Either, LocalBoxFuture},
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,8 @@ pub struct BodyLimits {
     pub timeout: Duration,
     /// Cancelled when shutdown begins.
     pub shutdown: CancellationToken,
+    /// Counts the bodies that did not arrive in time.
+    pub timeouts: Counter,
 }
 
 /// The middleware (see the module documentation).
@@ -204,7 +207,8 @@ async fn read(
     if declared.is_some_and(|n| n > limits.max_bytes as u64) {
         return Err(ApiError::PayloadTooLarge(limits.max_bytes));
     }
-    let mut body = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize));
+    // Grown as bytes arrive: a declared length costs nothing until sent.
+    let mut body = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize).min(4096));
     let deadline = tokio::time::sleep(limits.timeout);
     tokio::pin!(deadline);
     let mut draining = false;
@@ -225,6 +229,7 @@ async fn read(
                 }
             },
             () = &mut deadline => {
+                limits.timeouts.inc();
                 return Err(if draining {
                     ApiError::BodyCutShort
                 } else {

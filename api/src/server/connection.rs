@@ -13,13 +13,17 @@
 //!   connection is closed. The end of a head is its empty line, found by a
 //!   scan of the bytes read while a head is under way (requests are a few
 //!   hundred bytes; the scan is a `memchr`).
-//! - **Every write** that the client does not let through for
-//!   `http.send_timeout` (its receive window stays shut) closes the
-//!   connection.
+//! - **Writes** may wait for the client (its receive window shut) for
+//!   `http.send_timeout` in all over the connection's life: a client that
+//!   reads a trickle at a time runs out of it as surely as one that stops.
 //!
-//! Request bodies have their own deadline, kept where they are read
-//! ([`super::body`]). The wrapper also counts open connections
-//! (`shortener_http_connections`).
+//! A final answer written ends whatever reading was doing: the next byte
+//! starts a new head. (Only a `100 Continue` alone does not: the body
+//! follows it.) While a request is answered, its body is read under its own
+//! deadline ([`super::body`]) and its handler is bounded by the store's
+//! timeouts. The wrapper also counts open connections
+//! (`shortener_http_connections`) and those it closes
+//! (`shortener_http_timeouts_total{phase="head"|"write"}`).
 
 use std::{
     io,
@@ -28,7 +32,7 @@ use std::{
     time::Duration,
 };
 
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -40,8 +44,17 @@ use tokio::{
 pub struct ConnectionLimits {
     /// From the first byte of a request head to its end.
     pub request_head: Duration,
-    /// Longest a write may wait for the client to accept bytes.
+    /// How long writes may wait for the client, in all.
     pub send: Duration,
+}
+
+/// What the connections report: how many are open, how many were closed
+/// for being late, by phase.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    pub open: Gauge,
+    pub head_timeouts: Counter,
+    pub write_timeouts: Counter,
 }
 
 /// Where a connection is between its requests, as far as reading goes.
@@ -80,20 +93,26 @@ pub struct GuardedStream {
     head: Head,
     /// Armed while a head is arriving.
     head_timer: Option<Pin<Box<Sleep>>>,
-    /// When writes started to wait for the client, if they are waiting.
-    write_stalled: Option<Pin<Box<Sleep>>>,
+    /// How long writes have waited for the client so far, in all.
+    stalled: Duration,
+    /// Since when writes wait, if they do now, with the timer of the rest
+    /// of the budget.
+    stall: Option<(Instant, Pin<Box<Sleep>>)>,
+    metrics: ConnectionMetrics,
     _open: OpenConnection,
 }
 
 impl GuardedStream {
-    pub fn new(io: TcpStream, limits: ConnectionLimits, connections: &Gauge) -> Self {
+    pub fn new(io: TcpStream, limits: ConnectionLimits, metrics: &ConnectionMetrics) -> Self {
         Self {
             io,
             limits,
             head: Head::Idle,
             head_timer: None,
-            write_stalled: None,
-            _open: OpenConnection::new(connections),
+            stalled: Duration::ZERO,
+            stall: None,
+            metrics: metrics.clone(),
+            _open: OpenConnection::new(&metrics.open),
         }
     }
 
@@ -151,24 +170,36 @@ impl GuardedStream {
         timer.as_mut().poll(cx).is_ready()
     }
 
-    /// Whether writes have waited for the client longer than allowed;
-    /// starts the wait's clock if it is not running.
+    /// Whether writes have waited for the client longer than allowed, in
+    /// all; starts this wait's clock if it is not running.
     fn write_late(&mut self, cx: &mut Context<'_>) -> bool {
-        let send = self.limits.send;
-        let timer = self
-            .write_stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(send)));
+        let left = self.limits.send.saturating_sub(self.stalled);
+        let (_, timer) = self.stall.get_or_insert_with(|| {
+            let now = Instant::now();
+            (now, Box::pin(tokio::time::sleep_until(now + left)))
+        });
         timer.as_mut().poll(cx).is_ready()
     }
 
     fn wrote(&mut self, bytes: &[u8]) {
-        self.write_stalled = None;
-        // The answer to a head that ended: the next byte read starts a new
-        // one. `100 Continue` is not the answer; the body follows it.
-        if self.head == Head::Answering && !bytes.starts_with(b"HTTP/1.1 100 ") {
+        if let Some((since, _)) = self.stall.take() {
+            self.stalled += since.elapsed();
+        }
+        // A final answer: whatever head was under way, the next byte read
+        // starts a new one. (A write for an earlier request while a head
+        // arrives restarts that head's clock, which costs at most one
+        // clock per pipelined request, each of which had to arrive whole.)
+        if !interim_only(bytes) {
             self.head = Head::Idle;
         }
     }
+}
+
+/// Whether `bytes` are an interim answer alone (`100 Continue`), with the
+/// final answer still to come.
+fn interim_only(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"HTTP/1.1 1")
+        && memchr::memmem::find(bytes, b"\r\n\r\n").is_none_or(|end| end + 4 >= bytes.len())
 }
 
 /// Scans `bytes` for an empty line (`\n\n` or `\n\r\n`), continuing from
@@ -216,6 +247,7 @@ impl AsyncRead for GuardedStream {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.head_late(cx) => {
+                this.metrics.head_timeouts.inc();
                 Poll::Ready(Err(timed_out("the request head was not sent in time")))
             }
             other => other,
@@ -236,6 +268,7 @@ impl AsyncWrite for GuardedStream {
                 Poll::Ready(Ok(n))
             }
             Poll::Pending if this.write_late(cx) => {
+                this.metrics.write_timeouts.inc();
                 Poll::Ready(Err(timed_out("the client did not read the response")))
             }
             other => other,
@@ -255,6 +288,7 @@ impl AsyncWrite for GuardedStream {
                 Poll::Ready(Ok(n))
             }
             Poll::Pending if this.write_late(cx) => {
+                this.metrics.write_timeouts.inc();
                 Poll::Ready(Err(timed_out("the client did not read the response")))
             }
             other => other,
@@ -275,6 +309,7 @@ impl AsyncWrite for GuardedStream {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_shutdown(cx) {
             Poll::Pending if this.write_late(cx) => {
+                this.metrics.write_timeouts.inc();
                 Poll::Ready(Err(timed_out("the client did not read the response")))
             }
             other => other,
@@ -329,6 +364,17 @@ mod tests {
         assert!(ends(&[b"GET /x HTTP/1.1\nHost: a\n\n"]));
         assert!(ends(&[b"GET /x HTTP/1.1\n", b"\n"]));
         assert!(ends(&[b"GET /x HTTP/1.1\n", b"\r", b"\n"]));
+    }
+
+    #[test]
+    fn only_a_lone_interim_answer_keeps_a_request_open() {
+        assert!(interim_only(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(interim_only(b"HTTP/1.1 100 Continue\r\n"));
+        assert!(!interim_only(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(!interim_only(b"HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!interim_only(b"{\"status\":\"ok\"}"));
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! | phase | limit | beyond it |
 //! | --- | --- | --- |
 //! | connections open | `http.max_connections` per worker, within the file descriptor limit | new ones wait in the backlog |
-//! | a request head (every one on a connection) | `http.client_request_timeout` from its first byte; `http.max_header_bytes` | `408` on the first request, the connection closed on later ones; `431` |
-//! | a request body | `http.client_body_timeout` from the end of the head; `http.max_body_bytes` | `408`, `413`, connection closed |
+//! | a request head (every one on a connection) | `http.client_request_timeout`: for the first, from the connection's start; for the others, from their first byte; `http.max_header_bytes` | `408` on the first request, the connection closed on later ones; `431` |
+//! | a request body | `http.client_body_timeout` from the end of the head; `http.max_body_bytes` (read before anything else answers) | `408`, `413`, connection closed |
 //! | idle between requests | `http.keep_alive` | connection closed |
-//! | a response the client does not read | `http.send_timeout` without progress | connection closed |
+//! | responses the client does not read | `http.send_timeout` of waiting, in all, over the connection's life | connection closed |
 //! | shutdown | idle connections close at once, bodies get [`body::SHUTDOWN_GRACE`], handlers `http.shutdown_timeout` | `408`, closed |
 //!
 //! - [`connection`]: the socket wrapper (later heads, stalled writes).
@@ -36,10 +36,9 @@ use actix_web::{
     dev::{AppConfig, Server},
     http::KeepAlive,
 };
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
-pub use connection::{ConnectionLimits, GuardedStream};
+pub use connection::{ConnectionLimits, ConnectionMetrics, GuardedStream};
 
 /// Pending connections the kernel queues per listener, beyond those being
 /// served: a burst waits here rather than being refused.
@@ -108,13 +107,13 @@ pub fn worker_count(workers: usize) -> usize {
     }
 }
 
-/// Serves `factory`'s application on `listener`. `connections` counts the
-/// connections open.
+/// Serves `factory`'s application on `listener`; `connections` counts
+/// the connections open and those closed for being late.
 pub fn serve<F, I, S, B>(
     name: &str,
     listener: TcpListener,
     options: &ServerOptions,
-    connections: Gauge,
+    connections: ConnectionMetrics,
     factory: F,
 ) -> io::Result<Server>
 where

@@ -3,9 +3,9 @@
 //! A panic is a bug, and no input should reach one; this is the defence in
 //! depth. Without it, a panicking handler drops its connection without an
 //! answer, uncounted. Here it is answered with an opaque `500` problem
-//! (its message stays in the log, written by the panic hook of
-//! [`links::telemetry`]), counted by the request metrics that wrap it, and
-//! the worker goes on serving. Nothing a handler shares is left half
+//! (its message and location are in the log, written once by the panic
+//! hook of [`links::panics`]), counted by the request metrics that wrap
+//! it, and the worker goes on serving. Nothing a handler shares is left half
 //! changed: locks across awaits are Tokio's (which do not poison), and the
 //! stores' writes are transactions.
 
@@ -110,13 +110,8 @@ where
             },
             CaughtProj::Panicked { panic } => panic.take().unwrap_or_else(|| Box::new("")),
         };
-        Poll::Ready(Err(ApiError::Internal(
-            format!(
-                "the request's handler panicked: {}",
-                links::panics::message(panic.as_ref())
-            )
-            .into(),
-        )
-        .into()))
+        // The panic hook has logged it, with its message and location.
+        drop(panic);
+        Poll::Ready(Err(ApiError::Panicked.into()))
     }
 }

@@ -46,6 +46,11 @@ async fn slow_bodies_are_answered_408_and_closed() {
     let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.metric(r#"shortener_http_timeouts_total{phase="body"}"#)
+            .await,
+        3.0
+    );
 }
 
 #[tokio::test]
@@ -176,4 +181,137 @@ async fn a_graceful_stop_gives_arriving_bodies_a_short_grace() {
         took < Duration::from_secs(5),
         "the stop waited {took:?} for a stalled upload"
     );
+}
+
+#[tokio::test]
+async fn a_refused_head_does_not_leave_its_body_draining() {
+    let app = spawn_app_with(|s| s.http.client_body_timeout = SHORT).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    // Headers over http.max_header_bytes, and a chunked body that stops.
+    let head = format!(
+        "POST /api/v1/links HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        "a".repeat(20 * 1024)
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn an_interim_continue_does_not_stop_the_clock_of_the_next_head() {
+    let app = spawn_app_with(|s| {
+        s.http.client_request_timeout = SHORT;
+        s.http.keep_alive = Duration::from_secs(60);
+    })
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("200 OK") {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed early");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    // One byte of a next head, then nothing.
+    let started = Instant::now();
+    stream.write_all(b"G").await.expect("write");
+    read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(started.elapsed() < SHORT * 6, "{:?}", started.elapsed());
+    assert!(
+        app.metric(r#"shortener_http_timeouts_total{phase="head"}"#)
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_split_anywhere_are_not_cut() {
+    let app = spawn_app_with(|s| {
+        s.http.client_request_timeout = SHORT;
+        s.http.keep_alive = Duration::from_secs(60);
+    })
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    // A whole request and all but the last line end of the next.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    stream.write_all(b"\r\n").await.expect("write");
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Idle longer than a head may take, well within keep-alive: still open.
+    tokio::time::sleep(SHORT * 3).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the idle connection was cut: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_a_trickle_runs_out_of_time() {
+    let app = spawn_app_with(|s| s.http.send_timeout = Duration::from_secs(2)).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let idle = app.metric("shortener_http_connections").await;
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let request = b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n";
+    let writing = async {
+        for _ in 0..3000 {
+            if stream.write_all(request).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), writing).await;
+    // Read a little, often enough that no single wait is long, never
+    // enough to keep up.
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    // The server gives up on it: the connection is closed on its side (what
+    // the kernel had buffered may still trickle out to the client).
+    let started = Instant::now();
+    while app
+        .metric(r#"shortener_http_timeouts_total{phase="write"}"#)
+        .await
+        < 1.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a trickling reader held the connection for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(app.metric("shortener_http_connections").await <= idle + 1.0);
+    reader.abort();
 }

@@ -485,8 +485,9 @@ fn server_options(http: &HttpSettings, metrics: &Metrics) -> ServerOptions {
     }
 }
 
-/// The admin listener: `/metrics` only, on one thread, with the same
-/// deadlines as the main one and a few connections.
+/// The admin listener: `/metrics` and the probes, on one thread, with the
+/// same deadlines as the main one and connections of its own, so that a
+/// flood of clients on the public port cannot keep scrapes and probes out.
 fn admin_server(
     listener: TcpListener,
     state: web::Data<AppState>,
@@ -514,9 +515,19 @@ fn admin_server(
                         .route(web::get().to(metrics::metrics))
                         .default_service(web::to(error::method_not_allowed("GET"))),
                 )
+                .service(
+                    web::resource("/healthz")
+                        .route(web::get().to(health::healthz))
+                        .default_service(web::to(error::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/readyz")
+                        .route(web::get().to(health::readyz))
+                        .default_service(web::to(error::method_not_allowed("GET"))),
+                )
         },
     )?;
-    tracing::info!(%addr, "serving /metrics");
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     let handle = server.handle();
     tokio::spawn(server);
     Ok((addr, handle))

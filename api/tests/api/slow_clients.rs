@@ -315,3 +315,51 @@ async fn a_client_that_reads_a_trickle_runs_out_of_time() {
     assert!(app.metric("shortener_http_connections").await <= idle + 1.0);
     reader.abort();
 }
+
+/// When idle clients hold every connection of the public port, probes on
+/// the admin listener are still answered.
+#[tokio::test]
+async fn probes_on_the_admin_listener_are_not_kept_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tier = crate::helpers::Tier::new(dir.path());
+    let mut settings = tier.settings();
+    settings.http.max_connections = 2;
+    settings.metrics.listen = "127.0.0.1:0".into();
+    let store = shortener_api::startup::open_store(&settings)
+        .await
+        .expect("store");
+    let app = shortener_api::Application::build_with_store(settings, store)
+        .await
+        .expect("app");
+    let public = app.local_addr();
+    let admin = app.metrics_addr();
+    assert_ne!(public, admin);
+    let stop = app.stop_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    // Two workers, two connections each: four idle clients take them all.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(public).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("client");
+    let kept_out = client.get(format!("http://{public}/healthz")).send().await;
+    assert!(
+        kept_out.is_err(),
+        "a fifth connection was served: {kept_out:?}"
+    );
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let response = client
+            .get(format!("http://{admin}{probe}"))
+            .send()
+            .await
+            .expect("the admin listener answers");
+        assert_eq!(response.status(), StatusCode::OK, "{probe}");
+    }
+    drop(idle);
+    stop.cancel();
+    server.await.expect("task").expect("stops");
+}

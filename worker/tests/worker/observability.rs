@@ -319,12 +319,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn get_text(client: &Client, url: &str) -> String {
-    let response = client.get(url).send().await.expect(url);
-    assert_eq!(response.status(), StatusCode::OK, "{url}");
-    response.text().await.expect("a body")
-}
-
 /// Creates a link, and returns its code.
 async fn create_link(client: &Client, base: &str) -> String {
     let created: Value = client
@@ -356,7 +350,19 @@ async fn scrape_until(
 ) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = get_text(client, url).await;
+        // A process just spawned may not listen yet: refused connections
+        // are retried until the deadline like an unfinished scrape.
+        let text = match client.get(url).send().await {
+            Ok(response) => {
+                assert_eq!(response.status(), StatusCode::OK, "{url}");
+                response.text().await.expect("a body")
+            }
+            Err(e) if e.is_connect() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            Err(e) => panic!("{url}: {e}"),
+        };
         if done(&text) {
             return text;
         }

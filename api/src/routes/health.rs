@@ -7,6 +7,8 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use links::StoreError;
+
 use crate::state::AppState;
 
 /// A readiness probe that takes longer than this counts as a failure.
@@ -22,8 +24,10 @@ pub struct Health {
 pub struct Readiness {
     /// "ready", or "unavailable" (answered with 503).
     pub status: &'static str,
-    /// "ok", or why the store does not answer.
-    pub storage: String,
+    /// "ok"; "unavailable" (the store does not answer now), "timeout" (not
+    /// within a second) or "broken" (only a restart brings it back). The
+    /// error itself is logged, never sent to the prober.
+    pub storage: &'static str,
     /// False once shutdown began.
     pub accepting: bool,
 }
@@ -41,9 +45,18 @@ pub async fn healthz() -> HttpResponse {
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let storage = match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+        Ok(Ok(())) => "ok",
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: the store does not answer");
+            match error {
+                StoreError::Broken(_) => "broken",
+                _ => "unavailable",
+            }
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?PROBE_TIMEOUT, "readiness: the store does not answer in time");
+            "timeout"
+        }
     };
     let accepting = state.is_accepting();
     let ready = accepting && storage == "ok";

@@ -1,7 +1,7 @@
 //! The API's tests: the real application, on port 0, with its own store.
 
 mod cache;
-#[allow(
+#[expect(
     dead_code,
     reason = "shared with the production suite; each suite uses part"
 )]

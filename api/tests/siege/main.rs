@@ -4,7 +4,7 @@
 //! neighbours.
 
 #[path = "../api/helpers.rs"]
-#[allow(dead_code, reason = "shared with the API suite; each suite uses part")]
+#[expect(dead_code, reason = "shared with the API suite; each suite uses part")]
 mod helpers;
 
 use std::time::{Duration, Instant};

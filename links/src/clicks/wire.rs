@@ -16,7 +16,6 @@ use crate::code::Code;
 
 /// The generated protobuf types.
 pub mod v1 {
-    #![allow(missing_debug_implementations, reason = "generated code")]
     include!(concat!(env!("OUT_DIR"), "/shortener.clicks.v1.rs"));
 }
 

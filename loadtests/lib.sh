@@ -43,9 +43,7 @@ run_wrk() { # URL SCRIPT CODES_FILE
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-install_wrk() {
-  if ! command -v wrk >/dev/null; then
-    log "installing wrk (Debian package)"
-    (apt-get update -qq && apt-get install -y -qq wrk) >&2
-  fi
-}
+# shellcheck source=infra/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../infra/lib.sh"
+
+install_wrk() { install_command wrk wrk; }

@@ -28,3 +28,8 @@ install_command() { # COMMAND PACKAGE
   printf 'installing %s (Debian package %s)\n' "$1" "$2" >&2
   apt_install "$2"
 }
+
+# The cargo features that turn on the test targets needing the dev stack's
+# servers (`cargo test --workspace` alone runs the offline tier).
+# shellcheck disable=SC2034
+DEV_STACK_FEATURES=links/dev-stack,shortener-api/dev-stack,shortener-worker/dev-stack,shortener-e2e/dev-stack

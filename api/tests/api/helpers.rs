@@ -134,8 +134,7 @@ impl Tier {
         if production {
             let scylla = scylla_test_options();
             let dc = scylla.local_dc.clone();
-            let redis = std::env::var("SHORTENER_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let redis = shortener_testkit::stack::redis_url();
             for (key, value) in [
                 ("STORAGE__BACKEND", "scylla".to_owned()),
                 ("STORAGE__SCYLLA__NODES", scylla.nodes.join(",")),

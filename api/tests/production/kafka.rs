@@ -9,13 +9,13 @@ use rdkafka::{
     message::Headers,
 };
 use reqwest::StatusCode;
+use shortener_testkit::stack::brokers;
 
 use crate::{
     helpers::{TestApp, spawn_production_app},
     outage::{Kind, Load, Outage, eventually, one_at_a_time},
 };
 
-const BROKERS: &str = "127.0.0.1:9092";
 const PRODUCED: &str = "shortener_clicks_produced_total";
 const DROPPED: &str = "shortener_clicks_dropped_total";
 const BUFFERED: &str = "shortener_kafka_buffered_events";
@@ -27,7 +27,7 @@ type Consumed = (String, Option<Vec<u8>>, Option<String>, Vec<u8>);
 /// and a further second brought nothing more.
 fn consume_all(topic: &str, expected: usize) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
+        .set("bootstrap.servers", brokers())
         .set("group.id", format!("test-{}", rand::random::<u64>()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -72,7 +72,7 @@ fn consume_all(topic: &str, expected: usize) -> Vec<Consumed> {
 fn kafka_app_settings(topic: String) -> impl FnOnce(&mut shortener_api::config::Settings) {
     move |s| {
         s.events.backend = shortener_api::config::EventBackend::Kafka;
-        s.events.kafka.brokers = BROKERS.into();
+        s.events.kafka.brokers = brokers();
         s.events.kafka.topic = topic;
         s.events.kafka.partitions = 3;
         // Small enough that an outage of seconds under load fills it.

@@ -4,7 +4,7 @@
 //! each outage is shared by everything on the machine.
 
 #[path = "../api/helpers.rs"]
-#[allow(dead_code, reason = "shared with the API suite; each suite uses part")]
+#[expect(dead_code, reason = "shared with the API suite; each suite uses part")]
 mod helpers;
 mod outage;
 

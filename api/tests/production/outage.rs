@@ -7,23 +7,15 @@ use std::{
 
 use rand::seq::IndexedRandom;
 use reqwest::{Client, StatusCode, redirect::Policy};
-use tokio::{
-    sync::{Mutex, MutexGuard},
-    task::JoinHandle,
-};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use links::storage::contract::dev_stack;
+use shortener_testkit::stack::dev_stack;
 
 use crate::helpers::TestApp;
 
-/// Held by each test for its whole run: outages must not overlap. (An
-/// async mutex: each test has a runtime of its own, and holds it across
-/// awaits.)
-pub async fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::const_new(());
-    LOCK.lock().await
-}
+/// Held by each test for its whole run: outages must not overlap.
+pub use shortener_testkit::one_at_a_time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -54,21 +54,6 @@ pub async fn sqlite_fixture() -> Fixture {
     }
 }
 
-/// Runs `infra/dev-stack` with `args` (`stop kafka`, `pause cassandra`,
-/// …), for tests that take the dev stack's servers down and back; panics
-/// if it fails.
-pub fn dev_stack(args: &[&str]) {
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/dev-stack");
-    let status = std::process::Command::new(&script)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "infra/dev-stack {args:?} failed: {status}"
-    );
-}
-
 /// Where the Scylla-compatible test cluster listens: `SHORTENER_TEST_SCYLLA_NODES`
 /// (comma-separated), by default the dev stack's Cassandra.
 pub fn scylla_test_nodes() -> Vec<String> {

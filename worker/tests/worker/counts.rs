@@ -10,7 +10,11 @@ use rdkafka::{
 };
 use shortener_worker::kafka::{ERROR_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
 
-use crate::helpers::{Deployment, events, one_at_a_time};
+use shortener_testkit::{
+    deployment::{Deployment, events},
+    one_at_a_time,
+    stack::brokers,
+};
 
 #[tokio::test]
 async fn one_hundred_thousand_events_make_exact_totals_and_buckets() {
@@ -71,7 +75,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_valid_counts_stay_exac
     deployment.assert_exact(&truth).await;
 
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", crate::helpers::brokers())
+        .set("bootstrap.servers", brokers())
         .set("group.id", format!("{}-reader", deployment.group))
         .set("auto.offset.reset", "earliest")
         .create()

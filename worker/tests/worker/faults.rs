@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
-use links::{clicks::ClickEvent, storage::contract::dev_stack};
+use links::clicks::ClickEvent;
 
-use crate::helpers::{Deployment, events, one_at_a_time};
+use shortener_testkit::{
+    deployment::{Deployment, events},
+    one_at_a_time,
+    stack::dev_stack,
+};
 
 /// Produces events in steady slices over about `over`, so that what a
 /// test does meanwhile happens mid-stream.

@@ -1,6 +1,6 @@
 //! `infra/docker-compose.yml` cannot run here (no Docker engine), so this
 //! keeps it honest: it parses, it has the services, images and ports the
-//! README promises, the API's environment is a valid configuration of the
+//! documentation promises, the API's environment is a valid configuration of the
 //! production tier under the documented keys, and the other files it names
 //! exist and agree with it.
 

@@ -7,7 +7,6 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -21,14 +20,9 @@ use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::Value;
 use shortener_api::Application;
 
-use crate::helpers::{Deployment, one_at_a_time};
+use shortener_testkit::{deployment::Deployment, free_port, one_at_a_time, repo, stack};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_path_buf()
-}
+use crate::api_settings;
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -311,14 +305,6 @@ fn alert_rules_pass_promtool_and_every_alert_is_tested_and_has_a_runbook() {
     }
 }
 
-/// A port free now, for a process that cannot report the one it bound.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Creates a link, and returns its code.
 async fn create_link(client: &Client, base: &str) -> String {
     let created: Value = client
@@ -378,7 +364,7 @@ async fn scrape_until(
 async fn dashboards_and_alerts_use_only_metrics_the_running_services_export() {
     let _serial = one_at_a_time().await;
     let deployment = Deployment::new(2).await;
-    let mut settings = deployment.api_settings();
+    let mut settings = api_settings(&deployment);
     settings.metrics.listen = "127.0.0.1:0".into();
     let app = Application::build(settings).await.expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -508,9 +494,7 @@ async fn dashboards_and_alerts_use_only_metrics_the_running_services_export() {
     );
 
     // The dev stack's Prometheus scrapes both, with the rules loaded.
-    let targets = std::env::var_os("SHORTENER_STACK_DIR")
-        .map_or_else(|| repo().join(".stack"), PathBuf::from)
-        .join("prometheus/targets");
+    let targets = stack::state_dir().join("prometheus/targets");
     let id = &deployment.group;
     let files = [
         (
@@ -534,14 +518,16 @@ async fn dashboards_and_alerts_use_only_metrics_the_running_services_export() {
             )
         });
     }
-    let prometheus = "http://127.0.0.1:9090";
+    let prometheus = stack::prometheus_url();
     let deadline = Instant::now() + Duration::from_secs(45);
     let up = loop {
         let targets: Value = client
             .get(format!("{prometheus}/api/v1/targets?state=active"))
             .send()
             .await
-            .expect("no Prometheus on 9090; start it with `infra/dev-stack up`")
+            .unwrap_or_else(|e| {
+                panic!("no Prometheus at {prometheus} ({e}); start it with `infra/dev-stack up`")
+            })
             .json()
             .await
             .expect("targets");
@@ -607,12 +593,11 @@ fn app_target(url: &str) -> String {
 /// The spans of a trace as Jaeger's query API (v3, OTLP JSON) returns
 /// them, each with its service's name.
 async fn jaeger_spans(client: &Client, trace_id: &str) -> Vec<(String, Value)> {
-    let url = format!("http://127.0.0.1:16686/api/v3/traces/{trace_id}");
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .expect("no Jaeger on 16686; start it with `infra/dev-stack up`");
+    let url = format!("{}/api/v3/traces/{trace_id}", stack::jaeger_url());
+    let response =
+        client.get(&url).send().await.unwrap_or_else(|e| {
+            panic!("no Jaeger at {url} ({e}); start it with `infra/dev-stack up`")
+        });
     if response.status() != StatusCode::OK {
         return Vec::new();
     }
@@ -650,7 +635,7 @@ async fn a_redirects_trace_reaches_jaeger_with_the_workers_linked_span() {
     let _serial = one_at_a_time().await;
     let deployment = Deployment::new(1).await;
     let traces = TraceSettings {
-        endpoint: "http://127.0.0.1:4317".into(),
+        endpoint: stack::otlp_grpc(),
         protocol: OtlpProtocol::Grpc,
         // Only callers' sampled traces: this test's.
         sampling_ratio: 0.0,
@@ -663,17 +648,18 @@ async fn a_redirects_trace_reaches_jaeger_with_the_workers_linked_span() {
     };
     let telemetry =
         links::telemetry::init("shortener-api", &log, &traces).expect("the OTLP exporter");
-    let mut settings = deployment.api_settings();
+    let mut settings = api_settings(&deployment);
     settings.traces = traces;
     let app = Application::build(settings).await.expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = app.stop_token();
     let api = tokio::spawn(app.run_until_stopped());
     // The worker exports over the other OTLP transport, HTTP/protobuf.
+    let otlp_http = stack::otlp_http();
     let worker = deployment.spawn_worker_with(
         1,
         &[
-            ("TRACES__ENDPOINT", "http://127.0.0.1:4318"),
+            ("TRACES__ENDPOINT", &otlp_http),
             ("TRACES__PROTOCOL", "http/protobuf"),
             ("TRACES__SAMPLING_RATIO", "0"),
         ],

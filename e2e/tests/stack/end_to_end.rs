@@ -10,7 +10,12 @@ use serde_json::Value;
 use shortener_api::Application;
 use tokio::sync::Semaphore;
 
-use crate::helpers::{CHROME, Deployment, one_at_a_time};
+use shortener_testkit::{
+    deployment::{CHROME, Deployment},
+    one_at_a_time,
+};
+
+use crate::api_settings;
 
 const RATE: u64 = 1_000;
 const RUN: Duration = Duration::from_secs(12);
@@ -34,7 +39,7 @@ async fn clicks(client: &Client, base: &str, code: &str) -> u64 {
 async fn redirects_are_in_the_stats_api_within_five_seconds_at_a_thousand_per_second() {
     let _serial = one_at_a_time().await;
     let deployment = Deployment::new(3).await;
-    let app = Application::build(deployment.api_settings())
+    let app = Application::build(api_settings(&deployment))
         .await
         .expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());

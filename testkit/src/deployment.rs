@@ -28,22 +28,9 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
-use tokio::{
-    process::{Child, Command},
-    sync::{Mutex, MutexGuard},
-};
+use tokio::process::{Child, Command};
 
-/// The dev stack's Kafka, or `SHORTENER_TEST_KAFKA_BROKERS`.
-pub fn brokers() -> String {
-    std::env::var("SHORTENER_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// Held by each test for its whole run: they load the same two cores and
-/// servers, and one of them restarts Kafka.
-pub async fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::const_new(());
-    LOCK.lock().await
-}
+use crate::stack::brokers;
 
 pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 pub const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
@@ -140,6 +127,16 @@ pub struct Deployment {
     _keyspace: DropKeyspace,
 }
 
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("keyspace", &self.options.keyspace)
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Deployment {
     pub async fn new(partitions: i32) -> Self {
         let mut options = scylla_test_options();
@@ -202,26 +199,6 @@ impl Deployment {
         }
     }
 
-    /// An API on this keyspace and topic (production tier, events to
-    /// Kafka, no Redis), listening on a free port.
-    pub fn api_settings(&self) -> shortener_api::config::Settings {
-        use shortener_api::config::{EventBackend, Settings, StorageBackend};
-        let mut s = Settings::defaults();
-        let o = &self.options;
-        s.http.listen = "127.0.0.1:0".into();
-        s.storage.backend = StorageBackend::Scylla;
-        s.storage.scylla.nodes = o.nodes.clone();
-        s.storage.scylla.local_dc = o.local_dc.clone();
-        s.storage.scylla.keyspace = o.keyspace.clone();
-        s.storage.scylla.replication = format!("{}:{}", o.replication[0].0, o.replication[0].1);
-        s.storage.scylla.request_timeout = Duration::from_secs(10);
-        s.events.backend = EventBackend::Kafka;
-        s.events.kafka.brokers = brokers();
-        s.events.kafka.topic = self.topic.clone();
-        s.events.kafka.create_topic = false;
-        s
-    }
-
     /// The worker's configuration, as its environment.
     pub fn worker_env(&self) -> Vec<(String, String)> {
         let o = &self.options;
@@ -265,7 +242,7 @@ impl Deployment {
         let changes = changes
             .iter()
             .map(|(k, v)| (format!("SHORTENER__{k}"), v.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_shortener-worker"))
+        let child = Command::new(crate::binary("shortener-worker"))
             .envs(self.worker_env())
             .envs(changes)
             .env("SHORTENER_CONFIG_DIR", self.logs.path().join("no-config"))
@@ -456,6 +433,7 @@ impl Deployment {
 }
 
 /// A worker process, killed if the test drops it running.
+#[derive(Debug)]
 pub struct WorkerProcess {
     child: Child,
     pub log: PathBuf,

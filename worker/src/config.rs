@@ -212,15 +212,15 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_documents_every_key() {
-        let readme = include_str!("../../README.md");
+    fn the_configuration_reference_documents_every_key() {
+        let reference = include_str!("../../docs/configuration.md");
         let all = links::settings::keys_of(DEFAULTS).expect("defaults parse");
         assert!(all.len() > 20, "{all:?}");
         for key in all {
             let env = settings::env_name(&key);
             assert!(
-                readme.contains(&format!("`{env}`")),
-                "README does not document {env}"
+                reference.contains(&format!("`{env}`")),
+                "docs/configuration.md does not document {env}"
             );
         }
     }

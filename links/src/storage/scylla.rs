@@ -28,6 +28,8 @@
 
 mod clicks;
 mod ledger;
+mod outcome;
+mod rows;
 mod schema;
 mod settings;
 mod statements;
@@ -40,30 +42,33 @@ use scylla::{
     client::{
         execution_profile::ExecutionProfile, session::Session, session_builder::SessionBuilder,
     },
-    errors::{ExecutionError, RequestAttemptError},
     frame::types::SerialConsistency,
     policies::{
         load_balancing::DefaultPolicy, speculative_execution::SimpleSpeculativeExecutionPolicy,
     },
     response::query_result::QueryResult,
     statement::prepared::PreparedStatement,
-    value::{CqlValue, Row},
+    value::CqlValue,
 };
 use tokio::sync::Semaphore;
 
 pub use scylla::frame::types::Consistency;
 
 pub use self::ledger::{Progress, Tally, TallyKey};
+use self::outcome::{
+    Failure, backoff, column, corrupt, from_execution, is_contention, lwt_applied, lwt_row,
+    maybe_applied,
+};
+use self::rows::{LinkRow, Stored, ttl_secs};
 pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};
-pub use self::settings::{ConsistencySetting, ScyllaSettings};
+pub use self::settings::{ClickCounts, ConsistencySetting, ScyllaOptions, ScyllaSettings};
 use self::statements::Statements;
 use super::{IdBlock, LinkStore, StoreError, Uniqueness};
 use crate::{
     clicks::ClickBatch,
     code::Code,
-    link::{Link, LinkChanges, RedirectStatus, TokenDigest},
+    link::{Link, LinkChanges},
     stats::{ClickStats, StatsQuery},
-    target::TargetUrl,
 };
 
 /// The one row of `id_blocks` that generated codes lease from.
@@ -73,57 +78,11 @@ const RESERVED_BUCKET_BITS: u32 = 24;
 /// Compare-and-set attempts (id leases, PATCH, DELETE) before giving up as
 /// unavailable: each failed attempt means another writer made progress.
 const CAS_ATTEMPTS: u32 = 32;
-/// The longest TTL ScyllaDB and Cassandra accept (20 years); a link kept
-/// longer is stored without one.
-const MAX_TTL_SECS: i64 = 630_720_000;
+
 /// Days of top lists read at once for one stats request.
 const TOP_DAYS_IN_FLIGHT: usize = 8;
 /// Rows per page of the range reads (buckets, a day's tops).
 const PAGE_ROWS: i32 = 1000;
-
-/// How the production store connects.
-#[derive(Debug, Clone)]
-pub struct ScyllaOptions {
-    /// Contact points, `host:port`; the driver discovers the rest.
-    pub nodes: Vec<String>,
-    /// The datacenter this instance runs in: requests go to its replicas.
-    /// Empty: no preference (one datacenter).
-    pub local_dc: String,
-    /// Keyspace holding the tables.
-    pub keyspace: String,
-    /// Replicas per datacenter, for `NetworkTopologyStrategy`, used when
-    /// [`migrate`] creates the keyspace.
-    pub replication: Vec<(String, u32)>,
-    /// Consistency of reads and writes (LOCAL_QUORUM by default).
-    pub consistency: Consistency,
-    /// Longest wait for one request, retries included.
-    pub request_timeout: Duration,
-    /// Longest wait for a connection to a node.
-    pub connect_timeout: Duration,
-    /// After this long without an answer, an idempotent request is also sent
-    /// to the next replica. `None`: never.
-    pub speculative_after: Option<Duration>,
-    /// Credentials, if the cluster requires them.
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// Requests in flight or waiting, at most; beyond, calls fail as
-    /// unavailable rather than queue without bound.
-    pub max_in_flight: usize,
-    /// How long expired or deleted links keep answering 410.
-    pub retention: chrono::Duration,
-    /// Which click counts the stats API reads.
-    pub click_counts: ClickCounts,
-}
-
-/// Where a deployment's click counts are: which pipeline writes them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ClickCounts {
-    /// Counter tables, incremented by the API's in-process pipeline.
-    #[default]
-    Counters,
-    /// The ledger tables of `shortener-worker`: exact, from Kafka.
-    Ledger,
-}
 
 /// A link row's columns and its TTL, as bound to the statements that write
 /// it whole.
@@ -345,181 +304,6 @@ impl ScyllaStore {
     }
 }
 
-/// A link as read, with its compare-and-set revision.
-#[derive(Debug)]
-struct Stored {
-    link: Link,
-    revision: i32,
-}
-
-#[derive(scylla::DeserializeRow)]
-struct LinkRow {
-    code: String,
-    url: Option<String>,
-    created_at: Option<DateTime<Utc>>,
-    expires_at: Option<DateTime<Utc>>,
-    redirect: Option<i16>,
-    forward_query: Option<bool>,
-    deleted_at: Option<DateTime<Utc>>,
-    token_digest: Option<Vec<u8>>,
-    revision: Option<i32>,
-}
-
-impl LinkRow {
-    fn into_stored(self) -> Result<Option<Stored>, StoreError> {
-        // Cells that outlived by TTL… or a row marker that did: not a link.
-        let Some(url) = self.url else {
-            return Ok(None);
-        };
-        let missing =
-            |column: &str| StoreError::Corrupt(format!("link {} has no {column}", self.code));
-        let redirect = self.redirect.ok_or_else(|| missing("redirect"))?;
-        let digest = self.token_digest.ok_or_else(|| missing("token_digest"))?;
-        let link = Link {
-            code: Code::parse(&self.code)
-                .map_err(|e| StoreError::Corrupt(format!("code {:?}: {e}", self.code)))?,
-            url: TargetUrl::from_stored(url),
-            created_at: self.created_at.ok_or_else(|| missing("created_at"))?,
-            expires_at: self.expires_at,
-            redirect: u16::try_from(redirect)
-                .ok()
-                .and_then(|r| RedirectStatus::try_from(r).ok())
-                .ok_or_else(|| missing("valid redirect"))?,
-            forward_query: self.forward_query.unwrap_or(false),
-            deleted_at: self.deleted_at,
-            token: TokenDigest::from_bytes(
-                digest
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("token digest is not 32 bytes".into()))?,
-            ),
-        };
-        Ok(Some(Stored {
-            link,
-            revision: self.revision.unwrap_or(0),
-        }))
-    }
-}
-
-/// The TTL of a row that may be forgotten at `purge_at`: 0 (none) when it
-/// is kept for ever or beyond what a TTL can express.
-fn ttl_secs(purge_at: Option<DateTime<Utc>>) -> i32 {
-    let Some(purge_at) = purge_at else { return 0 };
-    let secs = (purge_at - Utc::now()).num_seconds();
-    match secs {
-        s if s > MAX_TTL_SECS => 0,
-        s => s.max(1) as i32,
-    }
-}
-
-/// Whether a lightweight transaction applied: the `[applied]` column.
-fn lwt_applied(result: QueryResult) -> Result<bool, StoreError> {
-    lwt_row(result).map(|(applied, _)| applied)
-}
-
-/// The `[applied]` column and, when it did not apply, the current row.
-/// The columns of a row, by name.
-type Columns = Vec<(String, Option<CqlValue>)>;
-
-fn lwt_row(result: QueryResult) -> Result<(bool, Columns), StoreError> {
-    let rows = result.into_rows_result().map_err(corrupt)?;
-    let names: Vec<String> = rows
-        .column_specs()
-        .iter()
-        .map(|spec| spec.name().to_owned())
-        .collect();
-    let row = rows
-        .maybe_first_row::<Row>()
-        .map_err(corrupt)?
-        .ok_or_else(|| StoreError::Corrupt("a conditional write returned no row".into()))?;
-    let columns: Columns = names.into_iter().zip(row.columns).collect();
-    match columns.first() {
-        Some((name, Some(CqlValue::Boolean(applied)))) if name == "[applied]" => {
-            Ok((*applied, columns))
-        }
-        _ => Err(StoreError::Corrupt(
-            "a conditional write returned no [applied] column".into(),
-        )),
-    }
-}
-
-fn column<'a>(columns: &'a [(String, Option<CqlValue>)], name: &str) -> Option<&'a CqlValue> {
-    columns
-        .iter()
-        .find(|(n, _)| n == name)
-        .and_then(|(_, v)| v.as_ref())
-}
-
-/// Why a request failed.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    /// It was never sent (no slot in time).
-    #[error(transparent)]
-    NotSent(StoreError),
-    #[error(transparent)]
-    Cql(Box<ExecutionError>),
-}
-
-/// Whether a failed request may still have been applied: it reached a node
-/// and its answer was lost or late.
-fn maybe_applied(e: &Failure) -> bool {
-    use scylla::errors::DbError;
-    let Failure::Cql(e) = e else { return false };
-    match &**e {
-        ExecutionError::RequestTimeout(_) => true,
-        ExecutionError::LastAttemptError(attempt) => match attempt {
-            RequestAttemptError::BrokenConnectionError(_) => true,
-            RequestAttemptError::DbError(db, _) => matches!(
-                db,
-                DbError::WriteTimeout { .. }
-                    | DbError::WriteFailure { .. }
-                    | DbError::ServerError
-                    | DbError::Other(_)
-            ),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-fn from_execution(e: Failure) -> StoreError {
-    use scylla::errors::DbError;
-    let e = match e {
-        Failure::NotSent(e) => return e,
-        Failure::Cql(e) => *e,
-    };
-    let unavailable = match &e {
-        ExecutionError::ConnectionPoolError(_)
-        | ExecutionError::RequestTimeout(_)
-        | ExecutionError::EmptyPlan => true,
-        ExecutionError::LastAttemptError(attempt) => match attempt {
-            RequestAttemptError::BrokenConnectionError(_)
-            | RequestAttemptError::UnableToAllocStreamId => true,
-            RequestAttemptError::DbError(db, _) => matches!(
-                db,
-                DbError::Unavailable { .. }
-                    | DbError::Overloaded
-                    | DbError::IsBootstrapping
-                    | DbError::ReadTimeout { .. }
-                    | DbError::WriteTimeout { .. }
-                    | DbError::ReadFailure { .. }
-                    | DbError::WriteFailure { .. }
-                    | DbError::RateLimitReached { .. }
-            ),
-            _ => false,
-        },
-        _ => false,
-    };
-    if unavailable {
-        StoreError::Unavailable(Box::new(e))
-    } else {
-        StoreError::Other(Box::new(e))
-    }
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
 #[async_trait]
 impl LinkStore for ScyllaStore {
     async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError> {
@@ -696,29 +480,4 @@ impl LinkStore for ScyllaStore {
             .map(drop)
             .map_err(from_execution)
     }
-}
-
-/// A conditional write that lost a Paxos round to another (Cassandra says
-/// so as a write timeout of type CAS; ScyllaDB too): worth another try.
-fn is_contention(e: &Failure) -> bool {
-    use scylla::errors::{DbError, WriteType};
-    let Failure::Cql(e) = e else { return false };
-    matches!(
-        &**e,
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
-            DbError::WriteTimeout {
-                write_type: WriteType::Cas,
-                ..
-            } | DbError::Unavailable { .. },
-            _
-        ))
-    )
-}
-
-/// A short random pause before another compare-and-set, growing with the
-/// attempts, so racing writers spread out.
-async fn backoff(attempt: u32) {
-    let cap_ms = 5u64 << attempt.min(6);
-    let ms = rand::random_range(1..=cap_ms);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
 }

@@ -1,4 +1,5 @@
-//! The `storage.scylla` section of the configuration, shared by
+//! How the production store connects ([`ScyllaOptions`]), and the
+//! `storage.scylla` section of the configuration that makes them, shared by
 //! `shortener-api` and `shortener-worker` so one file (or one set of
 //! `SHORTENER__STORAGE__SCYLLA__*` variables) configures both.
 
@@ -7,8 +8,52 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{ClickCounts, Consistency, ScyllaOptions, check_keyspace_name};
+use super::{Consistency, check_keyspace_name};
 use crate::settings::{InvalidKey, invalid};
+
+/// How the production store connects.
+#[derive(Debug, Clone)]
+pub struct ScyllaOptions {
+    /// Contact points, `host:port`; the driver discovers the rest.
+    pub nodes: Vec<String>,
+    /// The datacenter this instance runs in: requests go to its replicas.
+    /// Empty: no preference (one datacenter).
+    pub local_dc: String,
+    /// Keyspace holding the tables.
+    pub keyspace: String,
+    /// Replicas per datacenter, for `NetworkTopologyStrategy`, used when
+    /// [`migrate`](super::migrate) creates the keyspace.
+    pub replication: Vec<(String, u32)>,
+    /// Consistency of reads and writes (LOCAL_QUORUM by default).
+    pub consistency: Consistency,
+    /// Longest wait for one request, retries included.
+    pub request_timeout: Duration,
+    /// Longest wait for a connection to a node.
+    pub connect_timeout: Duration,
+    /// After this long without an answer, an idempotent request is also sent
+    /// to the next replica. `None`: never.
+    pub speculative_after: Option<Duration>,
+    /// Credentials, if the cluster requires them.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Requests in flight or waiting, at most; beyond, calls fail as
+    /// unavailable rather than queue without bound.
+    pub max_in_flight: usize,
+    /// How long expired or deleted links keep answering 410.
+    pub retention: chrono::Duration,
+    /// Which click counts the stats API reads.
+    pub click_counts: ClickCounts,
+}
+
+/// Where a deployment's click counts are: which pipeline writes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClickCounts {
+    /// Counter tables, incremented by the API's in-process pipeline.
+    #[default]
+    Counters,
+    /// The ledger tables of `shortener-worker`: exact, from Kafka.
+    Ledger,
+}
 
 /// Consistency levels offered for reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -29,38 +29,28 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use rusqlite::{OptionalExtension, Row, params};
-use rusqlite_migration::{M, Migrations};
+use rusqlite::params;
 use tokio::sync::Semaphore;
 use tokio_rusqlite::Connection;
 
-use super::{BoxError, IdBlock, LinkStore, StoreError, Uniqueness};
+mod clicks;
+mod rows;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use self::{
+    rows::{LINK_COLUMNS, broken, from_call, from_sqlite, millis, select_link},
+    schema::{click_migrations, link_migrations, migrate, open_connection},
+};
+use super::{IdBlock, LinkStore, StoreError, Uniqueness};
 use crate::{
     background::Priority,
-    clicks::{ClickBatch, Counts, Dimension, Granularity},
+    clicks::ClickBatch,
     code::Code,
-    link::{Link, LinkChanges, RedirectStatus, TokenDigest},
+    link::{Link, LinkChanges},
     stats::{ClickStats, StatsQuery},
-    target::TargetUrl,
 };
-
-/// The schema of `links.db`, one migration per file; never edit one that
-/// has shipped.
-fn link_migrations() -> Migrations<'static> {
-    Migrations::new(vec![
-        M::up(include_str!("../../migrations/sqlite/links/0001_links.sql")),
-        M::up(include_str!(
-            "../../migrations/sqlite/links/0002_reserved_ids.sql"
-        )),
-    ])
-}
-
-/// The schema of `clicks.db`.
-fn click_migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!(
-        "../../migrations/sqlite/clicks/0001_clicks.sql"
-    ))])
-}
 
 const LINKS_FILE: &str = "links.db";
 const CLICKS_FILE: &str = "clicks.db";
@@ -284,55 +274,6 @@ impl SqliteStore {
     }
 }
 
-/// A connection's thread is gone: every call to it fails from now on.
-fn broken() -> StoreError {
-    StoreError::Broken("a SQLite connection's thread has stopped".into())
-}
-
-async fn migrate(
-    conn: &Connection,
-    migrations: fn() -> Migrations<'static>,
-) -> Result<(), StoreError> {
-    conn.call(move |conn| {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        migrations().to_latest(conn)
-    })
-    .await
-    .map_err(|e| match e {
-        tokio_rusqlite::Error::Error(rusqlite_migration::Error::RusqliteError { err, .. }) => {
-            from_sqlite(err)
-        }
-        tokio_rusqlite::Error::Error(e) => {
-            StoreError::Corrupt(format!("schema migration failed: {e}"))
-        }
-        other => StoreError::Unavailable(other.to_string().into()),
-    })
-}
-
-async fn open_connection(
-    path: &Path,
-    busy: Duration,
-    cache_kib: u32,
-) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).await.map_err(|e| {
-        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()).into())
-    })?;
-    conn.call(move |conn| {
-        conn.busy_timeout(busy)?;
-        // WAL makes a commit an append; NORMAL syncs at checkpoints, so a
-        // power cut can lose the last commits but never corrupts the file.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Pages kept in this connection's memory: the click tables take
-        // random updates all over, which otherwise cost a read per page.
-        conn.pragma_update(None, "cache_size", -(cache_kib as i64))?;
-        Ok(())
-    })
-    .await
-    .map_err(from_call)?;
-    Ok(conn)
-}
-
 async fn purge_periodically(store: Weak<SqliteStore>) {
     let mut every = tokio::time::interval(PURGE_EVERY);
     every.tick().await;
@@ -345,75 +286,6 @@ async fn purge_periodically(store: Weak<SqliteStore>) {
             Err(error) => tracing::warn!(%error, "purging links past their retention failed"),
         }
     }
-}
-
-fn from_call(e: tokio_rusqlite::Error<rusqlite::Error>) -> StoreError {
-    match e {
-        tokio_rusqlite::Error::Error(e) => from_sqlite(e),
-        tokio_rusqlite::Error::ConnectionClosed => broken(),
-        other => StoreError::Unavailable(other.to_string().into()),
-    }
-}
-
-fn from_sqlite(e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode::*;
-    match e.sqlite_error_code() {
-        Some(ConstraintViolation) => StoreError::Conflict,
-        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen) => {
-            StoreError::Unavailable(Box::new(e))
-        }
-        _ => match e {
-            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => {
-                StoreError::Corrupt(inner.to_string())
-            }
-            other => StoreError::Other(BoxError::from(other)),
-        },
-    }
-}
-
-const LINK_COLUMNS: &str =
-    "code, url, created_at, expires_at, redirect, forward_query, deleted_at, token_digest";
-
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-fn conversion(column: usize, message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
-}
-
-fn link_from_row(row: &Row<'_>) -> rusqlite::Result<Link> {
-    let code: String = row.get(0)?;
-    let redirect: u16 = row.get(4)?;
-    let digest: Vec<u8> = row.get(7)?;
-    Ok(Link {
-        code: Code::parse(&code).map_err(|e| conversion(0, format!("code {code:?}: {e}")))?,
-        url: TargetUrl::from_stored(row.get(1)?),
-        created_at: from_millis(row.get(2)?),
-        expires_at: row.get::<_, Option<i64>>(3)?.map(from_millis),
-        redirect: RedirectStatus::try_from(redirect).map_err(|e| conversion(4, e.to_string()))?,
-        forward_query: row.get(5)?,
-        deleted_at: row.get::<_, Option<i64>>(6)?.map(from_millis),
-        token: TokenDigest::from_bytes(
-            digest
-                .try_into()
-                .map_err(|_| conversion(7, "token digest is not 32 bytes".into()))?,
-        ),
-    })
-}
-
-fn select_link(conn: &rusqlite::Connection, code: &str) -> rusqlite::Result<Option<Link>> {
-    conn.prepare_cached(&format!("SELECT {LINK_COLUMNS} FROM links WHERE code = ?1"))?
-        .query_row([code], link_from_row)
-        .optional()
-}
-
-fn granularity_name(g: Granularity) -> &'static str {
-    g.as_str()
 }
 
 #[async_trait]
@@ -549,119 +421,11 @@ impl LinkStore for SqliteStore {
     }
 
     async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let batch = batch.clone();
-        self.call(&self.clicks_writer, move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut totals = tx.prepare_cached(
-                    "INSERT INTO click_totals (code, clicks, bot_clicks) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (code) DO UPDATE SET clicks = clicks + excluded.clicks, \
-                     bot_clicks = bot_clicks + excluded.bot_clicks",
-                )?;
-                let mut buckets = tx.prepare_cached(
-                    "INSERT INTO click_buckets (code, granularity, start, clicks, bot_clicks) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (code, granularity, start) DO UPDATE SET \
-                     clicks = clicks + excluded.clicks, bot_clicks = bot_clicks + excluded.bot_clicks",
-                )?;
-                let mut tops = tx.prepare_cached(
-                    "INSERT INTO click_tops (code, day, dimension, value, clicks) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (code, day, dimension, value) DO UPDATE SET \
-                     clicks = clicks + excluded.clicks",
-                )?;
-                for (code, link) in &batch.links {
-                    let code = code.as_str();
-                    let c = link.totals;
-                    totals.execute(params![code, c.clicks, c.bot_clicks])?;
-                    for b in &link.buckets {
-                        buckets.execute(params![
-                            code,
-                            granularity_name(b.granularity),
-                            b.start,
-                            b.counts.clicks,
-                            b.counts.bot_clicks
-                        ])?;
-                    }
-                    for (key, clicks) in &link.tops {
-                        tops.execute(params![
-                            code,
-                            key.day,
-                            key.dimension.as_str(),
-                            key.value.as_str(),
-                            clicks
-                        ])?;
-                    }
-                }
-            }
-            tx.commit()
-        })
-        .await
+        self.write_clicks(batch).await
     }
 
     async fn click_stats(&self, code: &Code, query: &StatsQuery) -> Result<ClickStats, StoreError> {
-        let code = code.clone();
-        let query = query.clone();
-        self.read(move |conn| {
-            let totals = conn
-                .prepare_cached(
-                    "SELECT clicks, bot_clicks FROM clicks.click_totals WHERE code = ?1",
-                )?
-                .query_row([code.as_str()], |row| {
-                    Ok(Counts {
-                        clicks: row.get(0)?,
-                        bot_clicks: row.get(1)?,
-                    })
-                })
-                .optional()?
-                .unwrap_or_default();
-            let (first, end) = query.bucket_range();
-            let buckets = conn
-                .prepare_cached(
-                    "SELECT start, clicks, bot_clicks FROM clicks.click_buckets \
-                     WHERE code = ?1 AND granularity = ?2 AND start >= ?3 AND start < ?4",
-                )?
-                .query_map(
-                    params![
-                        code.as_str(),
-                        granularity_name(query.granularity),
-                        first,
-                        end
-                    ],
-                    |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            Counts {
-                                clicks: row.get(1)?,
-                                bot_clicks: row.get(2)?,
-                            },
-                        ))
-                    },
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
-            let (first_day, end_day) = query.day_range();
-            let tops = conn
-                .prepare_cached(
-                    "SELECT dimension, value, SUM(clicks) FROM clicks.click_tops \
-                     WHERE code = ?1 AND day >= ?2 AND day < ?3 GROUP BY dimension, value",
-                )?
-                .query_map(params![code.as_str(), first_day, end_day], |row| {
-                    let dimension: String = row.get(0)?;
-                    Ok((dimension, row.get::<_, String>(1)?, row.get::<_, u64>(2)?))
-                })?
-                .filter_map(|row| match row {
-                    Ok((dimension, value, clicks)) => {
-                        Dimension::parse(&dimension).map(|d| Ok((d, value, clicks)))
-                    }
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(ClickStats::assemble(&query, totals, buckets, tops))
-        })
-        .await
+        self.read_click_stats(code, query).await
     }
 
     async fn get_or_init_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
@@ -683,93 +447,5 @@ impl LinkStore for SqliteStore {
         }
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store(dir: &Path) -> Arc<SqliteStore> {
-        SqliteStore::open(SqliteOptions {
-            dir: dir.to_owned(),
-            readers: 1,
-            max_in_flight: 8,
-            busy_timeout: Duration::from_secs(5),
-            retention: chrono::Duration::days(30),
-            background: Priority::Normal,
-        })
-        .await
-        .expect("open")
-    }
-
-    #[tokio::test]
-    async fn a_panic_in_a_call_fails_that_call_alone() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store(dir.path()).await;
-        // A panic inside a transaction that already wrote.
-        let error = store
-            .write(|conn| {
-                let tx = conn.transaction()?;
-                tx.execute(
-                    "INSERT INTO settings (name, value) VALUES ('half', 'done')",
-                    [],
-                )?;
-                panic!("a bug halfway through a write");
-                #[expect(unreachable_code, reason = "the closure's type")]
-                Ok(())
-            })
-            .await
-            .expect_err("the call fails");
-        assert!(
-            matches!(&error, StoreError::Other(e) if e.to_string().contains("a bug halfway")),
-            "{error}"
-        );
-        // The writer goes on, and the half-done write was rolled back.
-        assert_eq!(
-            store
-                .get_or_init_setting("half", "fresh")
-                .await
-                .expect("the writer still serves"),
-            "fresh"
-        );
-        store.ping().await.expect("still ready");
-        // One not inside a `Transaction`.
-        let error = store
-            .write(|conn| {
-                conn.execute_batch("BEGIN")?;
-                panic!("a bug in a hand-made transaction");
-                #[expect(unreachable_code, reason = "the closure's type")]
-                Ok(())
-            })
-            .await
-            .expect_err("the call fails");
-        assert!(matches!(error, StoreError::Other(_)), "{error}");
-        store
-            .get_or_init_setting("after", "x")
-            .await
-            .expect("no transaction left open");
-    }
-
-    #[tokio::test]
-    async fn a_connection_whose_thread_is_gone_breaks_the_store() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store(dir.path()).await;
-        store.ping().await.expect("ready");
-        store.stop_writer_thread().await;
-        // The thread answers the close before it ends: give it a moment.
-        let mut pinged = store.ping().await;
-        for _ in 0..100 {
-            if matches!(pinged, Err(StoreError::Broken(_))) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            pinged = store.ping().await;
-        }
-        assert!(matches!(pinged, Err(StoreError::Broken(_))), "{pinged:?}");
-        assert!(matches!(
-            store.get_or_init_setting("x", "y").await,
-            Err(StoreError::Broken(_))
-        ));
     }
 }

@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Settings, SettingsError},
     kafka::{self, Assignment, DeadLetters, GroupConsumer},
-    ledger::{Abandoned, Admit, Cut, Ledger, Source, Written},
+    ledger::{Admit, Cut, Ledger, Source, Written},
     metrics::{self, WorkerMetrics},
+    retry::Abandoned,
 };
 
 /// The outcome of the write under way; pending forever if there is none.

@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Settings,
-    ledger::{Abandoned, with_retries},
     metrics::{PartitionLabel, WorkerMetrics},
+    retry::{Abandoned, with_retries},
 };
 
 /// Header of a dead letter saying why it is one.

@@ -14,11 +14,14 @@
 //!   rebalances, and the writes that make them so.
 //! - [`kafka`]: the group consumer and the dead-letter producer.
 //! - [`metrics`]: the worker's Prometheus metrics and their `/metrics`.
+//! - [`retry`]: calls that must eventually succeed, retried until the
+//!   worker stops.
 
 pub mod app;
 pub mod config;
 pub mod kafka;
 pub mod ledger;
 pub mod metrics;
+pub mod retry;
 
 pub use app::{Totals, Worker, WorkerError};

@@ -10,6 +10,10 @@
 //! - [`cache`]: L1, the in-process link cache.
 //! - [`clicks`]: the bounded click queue and the pipeline that drains it.
 //! - [`error`]: the API's error type and its `problem+json` responses.
+//! - [`observe`]: the outermost middleware: each request's RED metrics,
+//!   span and access-log line.
+//! - [`metered_store`]: the link store as the API uses it, each call timed,
+//!   counted and traced.
 //! - [`state`], [`metrics`], [`openapi`]: shared state,
 //!   Prometheus metrics, the OpenAPI document.
 
@@ -17,13 +21,13 @@ pub mod cache;
 pub mod clicks;
 pub mod config;
 pub mod error;
+pub mod metered_store;
 pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod startup;
 pub mod state;
-pub mod storage;
-pub mod telemetry;
 
 pub use startup::Application;

@@ -1,8 +1,15 @@
 //! Building the application from its settings, running it, and stopping it
 //! without losing a click.
+//!
+//! - `store`: opening the configured store, its schema (`migrate`), and
+//!   what links may point at;
+//! - `http`: the server's limits, the routes, the admin listener.
+
+mod http;
+mod store;
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     sync::{Arc, atomic::AtomicBool},
 };
 
@@ -14,44 +21,39 @@ use actix_web::{
     web,
 };
 use links::{
-    LinkStore, StoreError, TokenDigest, UrlPolicy,
+    LinkStore, StoreError, TokenDigest,
     clicks::UserAgentClassifier,
     codegen::{CodeAllocator, CodeGenerator, CodeKey, GeneratorError},
-    storage::{
-        scylla::{ClickCounts, ScyllaOptions, ScyllaStore},
-        sqlite::{SqliteOptions, SqliteStore},
-    },
-    target::{HostIdentity, host_of},
+    telemetry::Sampler,
 };
 use tokio_util::sync::CancellationToken;
 
+pub use self::store::{migrate, open_store, scylla_options};
+use self::{
+    http::{admin_server, routes, server_options},
+    store::url_policy,
+};
 use crate::{
     cache::{LinkCache, redis::RedisCache},
     clicks::{
         ClickPipeline, ClickSink, InProcessSink,
         kafka::{KafkaSink, ensure_topic},
     },
-    config::{EventBackend, HttpSettings, Settings, SettingsError, StorageBackend},
-    error::{self, json_error, query_error},
+    config::{EventBackend, Settings, SettingsError, StorageBackend},
+    metered_store::MeteredStore,
     metrics::Metrics,
+    observe::{Observe, Observer},
     openapi,
-    routes::{health, links as link_routes, metrics, redirect, stats},
     server::{
-        self, ConnectionLimits, ServerOptions,
+        self,
         body::{BodyLimits, ReadBody},
         panic::CatchPanic,
     },
     state::AppState,
-    storage::MeteredStore,
-    telemetry::{Observe, Observer},
 };
-use links::telemetry::Sampler;
 
 /// How long start waits for Kafka to create (or confirm) the clicks topic.
 const TOPIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Connections the admin listener serves at once: scrapers, not clients.
-const ADMIN_CONNECTIONS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -104,93 +106,6 @@ impl std::fmt::Debug for Application {
     }
 }
 
-/// Opens the store the settings name.
-pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, StartupError> {
-    let retention =
-        chrono::Duration::from_std(settings.links.retention).unwrap_or(chrono::Duration::MAX);
-    match settings.storage.backend {
-        StorageBackend::Sqlite => {
-            let sqlite = &settings.storage.sqlite;
-            let store = SqliteStore::open(SqliteOptions {
-                dir: sqlite.dir.clone(),
-                readers: sqlite.readers,
-                max_in_flight: sqlite.max_in_flight,
-                busy_timeout: sqlite.busy_timeout,
-                retention,
-                background: settings.events.priority,
-            })
-            .await?;
-            tracing::info!(dir = %sqlite.dir.display(), "opened the embedded SQLite store");
-            Ok(store)
-        }
-        StorageBackend::Scylla => {
-            let options = scylla_options(settings)?;
-            if settings.storage.scylla.migrate_on_start {
-                links::storage::scylla::migrate(&options).await?;
-            }
-            let store = ScyllaStore::connect(options).await?;
-            tracing::info!(
-                nodes = ?settings.storage.scylla.nodes,
-                keyspace = store.keyspace(),
-                local_dc = %settings.storage.scylla.local_dc,
-                "connected to ScyllaDB"
-            );
-            Ok(store)
-        }
-    }
-}
-
-/// What target URLs may be: links may not lead to the service itself, by
-/// its public host or the address it listens on (with every loopback name
-/// and address when that is loopback), nor to `links.blocked_hosts`.
-fn url_policy(settings: &Settings, public_base: &str, listening: SocketAddr) -> UrlPolicy {
-    let configured = settings
-        .links
-        .blocked_hosts
-        .iter()
-        .filter_map(|host| HostIdentity::parse(host).ok());
-    let own = host_of(public_base)
-        .into_iter()
-        .chain([HostIdentity::of_ip(listening.ip())]);
-    UrlPolicy::new(settings.links.max_url_length, configured.chain(own))
-}
-
-/// The Scylla adapter's options from the settings.
-pub fn scylla_options(settings: &Settings) -> Result<ScyllaOptions, StartupError> {
-    // With Kafka, the worker counts clicks; in process, the API does.
-    let click_counts = match settings.events.backend {
-        EventBackend::Kafka => ClickCounts::Ledger,
-        EventBackend::Inprocess => ClickCounts::Counters,
-    };
-    Ok(settings
-        .storage
-        .scylla
-        .options(settings.links.retention, click_counts)
-        .map_err(SettingsError::from)?)
-}
-
-/// `shortener-api migrate`: brings the configured store's schema up to
-/// date. The embedded store migrates itself whenever it opens.
-pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
-    match settings.storage.backend {
-        StorageBackend::Sqlite => {
-            open_store(settings).await?;
-            tracing::info!("the SQLite store is migrated");
-        }
-        StorageBackend::Scylla => {
-            let options = scylla_options(settings)?;
-            let applied = links::storage::scylla::migrate(&options).await?;
-            tracing::info!(
-                keyspace = %options.keyspace,
-                ?applied,
-                version = links::storage::scylla::LATEST_VERSION,
-                "the Scylla schema is up to date"
-            );
-        }
-    }
-    Ok(())
-}
-
 impl Application {
     /// Opens the configured store, binds the listener and starts serving.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
@@ -238,30 +153,7 @@ impl Application {
                 .await?;
         let codes = CodeAllocator::new(generator, store.clone(), settings.links.id_block_size);
 
-        // Compiling the user-agent rules takes a moment: not on the executor.
-        let classifier = tokio::task::spawn_blocking(UserAgentClassifier::shared).await?;
-        let sink: Box<dyn ClickSink> = match settings.events.backend {
-            EventBackend::Inprocess => Box::new(InProcessSink::new(
-                store.clone(),
-                classifier,
-                settings.events.inprocess.clone(),
-                metrics.clone(),
-            )),
-            EventBackend::Kafka => {
-                let kafka = &settings.events.kafka;
-                if kafka.create_topic
-                    && let Err(error) = ensure_topic(kafka, TOPIC_TIMEOUT).await
-                {
-                    tracing::warn!(%error, "cannot check the clicks topic; producing anyway");
-                }
-                tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "click events go to Kafka");
-                Box::new(KafkaSink::new(
-                    kafka,
-                    settings.events.priority,
-                    metrics.clone(),
-                )?)
-            }
-        };
+        let sink = click_sink(&settings, &store, &metrics).await?;
         let pipeline = ClickPipeline::start(
             settings.events.queue_capacity,
             sink,
@@ -270,25 +162,7 @@ impl Application {
         )?;
 
         let background = CancellationToken::new();
-        let l2 = match settings.cache.redis.url() {
-            Some(_) => Some(RedisCache::new(
-                &settings.cache.redis,
-                settings.storage_timeout(),
-                metrics.clone(),
-            )?),
-            None => None,
-        };
-        let cache = LinkCache::new(
-            &settings.cache.l1,
-            l2.clone(),
-            store.clone(),
-            metrics.clone(),
-        );
-        if let Some(l2) = l2 {
-            tracing::info!("L2 cache: Redis");
-            tokio::spawn(l2.clone().probe(background.clone()));
-            tokio::spawn(l2.subscribe(cache.clone(), background.clone()));
-        }
+        let cache = link_cache(&settings, &store, &metrics, &background)?;
 
         let state = web::Data::new(AppState {
             cache,
@@ -436,6 +310,70 @@ impl Application {
     }
 }
 
+/// Where clicks go: counted in process, or produced to Kafka for the worker.
+async fn click_sink(
+    settings: &Settings,
+    store: &Arc<dyn LinkStore>,
+    metrics: &Arc<Metrics>,
+) -> Result<Box<dyn ClickSink>, StartupError> {
+    Ok(match settings.events.backend {
+        EventBackend::Inprocess => {
+            // Compiling the user-agent rules takes a moment: not on the executor.
+            let classifier = tokio::task::spawn_blocking(UserAgentClassifier::shared).await?;
+            Box::new(InProcessSink::new(
+                store.clone(),
+                classifier,
+                settings.events.inprocess.clone(),
+                metrics.clone(),
+            ))
+        }
+        EventBackend::Kafka => {
+            let kafka = &settings.events.kafka;
+            if kafka.create_topic
+                && let Err(error) = ensure_topic(kafka, TOPIC_TIMEOUT).await
+            {
+                tracing::warn!(%error, "cannot check the clicks topic; producing anyway");
+            }
+            tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, "click events go to Kafka");
+            Box::new(KafkaSink::new(
+                kafka,
+                settings.events.priority,
+                metrics.clone(),
+            )?)
+        }
+    })
+}
+
+/// L1, in front of L2 (Redis) when one is configured; L2's probe and its
+/// invalidation subscription run until `background` is cancelled.
+fn link_cache(
+    settings: &Settings,
+    store: &Arc<dyn LinkStore>,
+    metrics: &Arc<Metrics>,
+    background: &CancellationToken,
+) -> Result<LinkCache, StartupError> {
+    let l2 = match settings.cache.redis.url() {
+        Some(_) => Some(RedisCache::new(
+            &settings.cache.redis,
+            settings.storage_timeout(),
+            metrics.clone(),
+        )?),
+        None => None,
+    };
+    let cache = LinkCache::new(
+        &settings.cache.l1,
+        l2.clone(),
+        store.clone(),
+        metrics.clone(),
+    );
+    if let Some(l2) = l2 {
+        tracing::info!("L2 cache: Redis");
+        tokio::spawn(l2.clone().probe(background.clone()));
+        tokio::spawn(l2.subscribe(cache.clone(), background.clone()));
+    }
+    Ok(cache)
+}
+
 /// How often the store is asked whether it broke for good.
 const STORE_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -451,148 +389,4 @@ async fn store_broken(state: &AppState) -> String {
             return reason;
         }
     }
-}
-
-/// The server's limits from `http.*`, within the file descriptors the
-/// process may open.
-fn server_options(http: &HttpSettings, metrics: &Metrics) -> ServerOptions {
-    let workers = server::worker_count(http.workers);
-    let fd_limit = server::raise_fd_limit();
-    let per_worker = server::connections_per_worker(http.max_connections, workers, fd_limit);
-    if per_worker < http.max_connections {
-        tracing::warn!(
-            configured = http.max_connections,
-            per_worker,
-            workers,
-            fd_limit,
-            "http.max_connections lowered to what the open-file limit allows"
-        );
-    }
-    metrics
-        .http_connections_limit
-        .set(i64::try_from(per_worker * workers).unwrap_or(i64::MAX));
-    ServerOptions {
-        workers,
-        max_connections: per_worker,
-        keep_alive: http.keep_alive,
-        client_request_timeout: http.client_request_timeout,
-        client_disconnect_timeout: http.client_disconnect_timeout,
-        shutdown_timeout: http.shutdown_timeout,
-        limits: ConnectionLimits {
-            request_head: http.client_request_timeout,
-            send: http.send_timeout,
-        },
-    }
-}
-
-/// The admin listener: `/metrics` and the probes, on one thread, with the
-/// same deadlines as the main one and connections of its own, so that a
-/// flood of clients on the public port cannot keep scrapes and probes out.
-fn admin_server(
-    listener: TcpListener,
-    state: web::Data<AppState>,
-    options: &ServerOptions,
-    bodies: ReadBody,
-) -> Result<(SocketAddr, ServerHandle), StartupError> {
-    let addr = listener.local_addr()?;
-    let options = ServerOptions {
-        workers: 1,
-        max_connections: ADMIN_CONNECTIONS,
-        ..options.clone()
-    };
-    let server = server::serve(
-        "shortener-api-admin",
-        listener,
-        &options,
-        server::ConnectionMetrics::default(),
-        move || {
-            App::new()
-                .wrap(bodies.clone())
-                .wrap(CatchPanic)
-                .app_data(state.clone())
-                .service(
-                    web::resource("/metrics")
-                        .route(web::get().to(metrics::metrics))
-                        .default_service(web::to(error::method_not_allowed("GET"))),
-                )
-                .service(
-                    web::resource("/healthz")
-                        .route(web::get().to(health::healthz))
-                        .default_service(web::to(error::method_not_allowed("GET"))),
-                )
-                .service(
-                    web::resource("/readyz")
-                        .route(web::get().to(health::readyz))
-                        .default_service(web::to(error::method_not_allowed("GET"))),
-                )
-        },
-    )?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    let handle = server.handle();
-    tokio::spawn(server);
-    Ok((addr, handle))
-}
-
-fn routes(
-    cfg: &mut web::ServiceConfig,
-    state: web::Data<AppState>,
-    max_body: usize,
-    metrics_here: bool,
-) {
-    let not_allowed = |allow| web::to(error::method_not_allowed(allow));
-    cfg.app_data(state)
-        .app_data(
-            web::JsonConfig::default()
-                .limit(max_body)
-                .error_handler(json_error),
-        )
-        .app_data(web::QueryConfig::default().error_handler(query_error))
-        .service(
-            web::resource("/healthz")
-                .route(web::get().to(health::healthz))
-                .default_service(not_allowed("GET")),
-        )
-        .service(
-            web::resource("/readyz")
-                .route(web::get().to(health::readyz))
-                .default_service(not_allowed("GET")),
-        )
-        .configure(|cfg| {
-            if metrics_here {
-                cfg.service(
-                    web::resource("/metrics")
-                        .route(web::get().to(metrics::metrics))
-                        .default_service(not_allowed("GET")),
-                );
-            }
-        })
-        .service(
-            web::scope("/api/v1")
-                .service(
-                    web::resource("/openapi.json")
-                        .route(web::get().to(openapi::document))
-                        .default_service(not_allowed("GET")),
-                )
-                .service(
-                    web::resource("/links")
-                        .route(web::post().to(link_routes::create))
-                        .default_service(not_allowed("POST")),
-                )
-                .service(
-                    web::resource("/links/{code}")
-                        .route(web::get().to(link_routes::get))
-                        .route(web::patch().to(link_routes::update))
-                        .route(web::delete().to(link_routes::delete))
-                        .default_service(not_allowed("GET, PATCH, DELETE")),
-                )
-                .service(
-                    web::resource("/links/{code}/stats")
-                        .route(web::get().to(stats::get))
-                        .default_service(not_allowed("GET")),
-                )
-                .default_service(web::to(error::no_route)),
-        )
-        // Every other path is a short link: matching it last, as the
-        // fallback, spares the hot path the router's pattern matching.
-        .default_service(web::to(redirect::dispatch));
 }

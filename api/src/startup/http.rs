@@ -1,0 +1,164 @@
+//! The HTTP side of the application: the server's limits, the routes, and
+//! the admin listener.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::{App, dev::ServerHandle, web};
+
+use super::StartupError;
+use crate::{
+    config::HttpSettings,
+    error::{self, json_error, query_error},
+    metrics::Metrics,
+    openapi,
+    routes::{health, links as link_routes, metrics, redirect, stats},
+    server::{self, ConnectionLimits, ServerOptions, body::ReadBody, panic::CatchPanic},
+    state::AppState,
+};
+
+/// Connections the admin listener serves at once: scrapers, not clients.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// The server's limits from `http.*`, within the file descriptors the
+/// process may open.
+pub(super) fn server_options(http: &HttpSettings, metrics: &Metrics) -> ServerOptions {
+    let workers = server::worker_count(http.workers);
+    let fd_limit = server::raise_fd_limit();
+    let per_worker = server::connections_per_worker(http.max_connections, workers, fd_limit);
+    if per_worker < http.max_connections {
+        tracing::warn!(
+            configured = http.max_connections,
+            per_worker,
+            workers,
+            fd_limit,
+            "http.max_connections lowered to what the open-file limit allows"
+        );
+    }
+    metrics
+        .http_connections_limit
+        .set(i64::try_from(per_worker * workers).unwrap_or(i64::MAX));
+    ServerOptions {
+        workers,
+        max_connections: per_worker,
+        keep_alive: http.keep_alive,
+        client_request_timeout: http.client_request_timeout,
+        client_disconnect_timeout: http.client_disconnect_timeout,
+        shutdown_timeout: http.shutdown_timeout,
+        limits: ConnectionLimits {
+            request_head: http.client_request_timeout,
+            send: http.send_timeout,
+        },
+    }
+}
+
+/// The admin listener: `/metrics` and the probes, on one thread, with the
+/// same deadlines as the main one and connections of its own, so that a
+/// flood of clients on the public port cannot keep scrapes and probes out.
+pub(super) fn admin_server(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    options: &ServerOptions,
+    bodies: ReadBody,
+) -> Result<(SocketAddr, ServerHandle), StartupError> {
+    let addr = listener.local_addr()?;
+    let options = ServerOptions {
+        workers: 1,
+        max_connections: ADMIN_CONNECTIONS,
+        ..options.clone()
+    };
+    let server = server::serve(
+        "shortener-api-admin",
+        listener,
+        &options,
+        server::ConnectionMetrics::default(),
+        move || {
+            App::new()
+                .wrap(bodies.clone())
+                .wrap(CatchPanic)
+                .app_data(state.clone())
+                .service(
+                    web::resource("/metrics")
+                        .route(web::get().to(metrics::metrics))
+                        .default_service(web::to(error::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/healthz")
+                        .route(web::get().to(health::healthz))
+                        .default_service(web::to(error::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/readyz")
+                        .route(web::get().to(health::readyz))
+                        .default_service(web::to(error::method_not_allowed("GET"))),
+                )
+        },
+    )?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok((addr, handle))
+}
+
+pub(super) fn routes(
+    cfg: &mut web::ServiceConfig,
+    state: web::Data<AppState>,
+    max_body: usize,
+    metrics_here: bool,
+) {
+    let not_allowed = |allow| web::to(error::method_not_allowed(allow));
+    cfg.app_data(state)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body)
+                .error_handler(json_error),
+        )
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(health::healthz))
+                .default_service(not_allowed("GET")),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(health::readyz))
+                .default_service(not_allowed("GET")),
+        )
+        .configure(|cfg| {
+            if metrics_here {
+                cfg.service(
+                    web::resource("/metrics")
+                        .route(web::get().to(metrics::metrics))
+                        .default_service(not_allowed("GET")),
+                );
+            }
+        })
+        .service(
+            web::scope("/api/v1")
+                .service(
+                    web::resource("/openapi.json")
+                        .route(web::get().to(openapi::document))
+                        .default_service(not_allowed("GET")),
+                )
+                .service(
+                    web::resource("/links")
+                        .route(web::post().to(link_routes::create))
+                        .default_service(not_allowed("POST")),
+                )
+                .service(
+                    web::resource("/links/{code}")
+                        .route(web::get().to(link_routes::get))
+                        .route(web::patch().to(link_routes::update))
+                        .route(web::delete().to(link_routes::delete))
+                        .default_service(not_allowed("GET, PATCH, DELETE")),
+                )
+                .service(
+                    web::resource("/links/{code}/stats")
+                        .route(web::get().to(stats::get))
+                        .default_service(not_allowed("GET")),
+                )
+                .default_service(web::to(error::no_route)),
+        )
+        // Every other path is a short link: matching it last, as the
+        // fallback, spares the hot path the router's pattern matching.
+        .default_service(web::to(redirect::dispatch));
+}

@@ -131,18 +131,7 @@ mod tests {
     use links::Code;
 
     use super::*;
-    use crate::clicks::Click;
-
-    fn click(code: &str) -> Click {
-        let code = Code::parse(code).expect("valid code");
-        Click::new(
-            code,
-            Utc::now(),
-            Some(b"https://t.co/x"),
-            Some(b"curl/8"),
-            Some(b"de"),
-        )
-    }
+    use crate::clicks::tests::click;
 
     /// A store that is down.
     #[derive(Debug)]

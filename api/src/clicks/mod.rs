@@ -264,7 +264,9 @@ mod tests {
 
     use super::*;
 
-    fn click(code: &str) -> Click {
+    /// A click as a redirect captures it (for this module's tests and its
+    /// sinks').
+    pub(super) fn click(code: &str) -> Click {
         let code = Code::parse(code).expect("valid code");
         Click::new(
             code,

@@ -32,4 +32,4 @@ install_command() { # COMMAND PACKAGE
 # The cargo features that turn on the test targets needing the dev stack's
 # servers (`cargo test --workspace` alone runs the offline tier).
 # shellcheck disable=SC2034
-DEV_STACK_FEATURES=links/dev-stack,shortener-api/dev-stack,shortener-worker/dev-stack,shortener-e2e/dev-stack
+DEV_STACK_FEATURES=stores/dev-stack,shortener-api/dev-stack,shortener-worker/dev-stack,shortener-e2e/dev-stack

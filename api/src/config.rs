@@ -11,14 +11,12 @@ use std::{
     time::Duration,
 };
 
-pub use links::settings::{LogFormat, LogSettings, SettingsError, env_name};
-pub use links::telemetry::TraceSettings;
-use links::{
-    settings::{self, config_dir},
-    storage::scylla::ScyllaSettings,
-};
+use runtime::settings::{self, config_dir};
+pub use runtime::settings::{LogFormat, LogSettings, SettingsError, env_name};
+pub use runtime::telemetry::TraceSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use stores::scylla::ScyllaSettings;
 
 /// The built-in defaults, and the reference of every key.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
@@ -179,7 +177,7 @@ pub enum EventBackend {
 pub struct EventSettings {
     pub backend: EventBackend,
     pub queue_capacity: usize,
-    pub priority: links::background::Priority,
+    pub priority: runtime::background::Priority,
     pub inprocess: InProcessSettings,
     pub kafka: KafkaSettings,
 }
@@ -700,7 +698,7 @@ mod tests {
     #[test]
     fn the_configuration_reference_documents_every_key() {
         let reference = include_str!("../../docs/configuration.md");
-        let all = links::settings::keys_of(DEFAULTS).expect("defaults parse");
+        let all = runtime::settings::keys_of(DEFAULTS).expect("defaults parse");
         assert!(all.len() > 30, "{all:?}");
         for key in all {
             let env = env_name(&key);

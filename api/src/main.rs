@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load()?;
-    let telemetry = links::telemetry::init("shortener-api", &settings.log, &settings.traces)?;
+    let telemetry = runtime::telemetry::init("shortener-api", &settings.log, &settings.traces)?;
     match command.as_deref() {
         None | Some("serve") => {
             Application::build(settings)

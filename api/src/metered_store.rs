@@ -69,7 +69,7 @@ impl MeteredStore {
         operation: &Operation,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let span = links::child_span!(
+        let span = runtime::child_span!(
             "store",
             otel.name = name,
             otel.kind = "client",

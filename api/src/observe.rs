@@ -22,9 +22,10 @@ use actix_web::{
         header::{HeaderMap, HeaderName},
     },
 };
-use links::{clicks::wire::TRACEPARENT as TRACEPARENT_KEY, telemetry::Sampler};
+use links::clicks::wire::TRACEPARENT as TRACEPARENT_KEY;
 use opentelemetry::{propagation::Extractor, trace::TraceContextExt};
 use pin_project_lite::pin_project;
+use runtime::telemetry::Sampler;
 use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 

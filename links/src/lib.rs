@@ -7,41 +7,30 @@
 //! - [`target`]: [`TargetUrl`], a URL safe to redirect to.
 //! - [`link`]: [`Link`], its redirect status, changes, and the token that
 //!   lets its owner change it.
-//! - [`background`]: lower CPU priority for the threads of click processing.
-//! - [`panics`]: every panic logged and counted.
 //! - [`clicks`]: click events, user-agent classification, and the
 //!   aggregation that turns events into counts.
 //! - [`stats`]: the statistics a link's owner reads.
 //! - [`request`]: what clients send to create and change links and to read
 //!   their stats, and how it is checked.
-//! - [`storage`]: the [`LinkStore`] port and its adapters.
-//! - [`settings`], [`signals`]: configuration layers and the shutdown
-//!   signals, shared by both binaries.
-//! - [`telemetry`]: logs, traces (OTLP) and process metrics, set up the same
-//!   way by both binaries.
+//! - [`storage`]: the [`LinkStore`] port, and (feature `contract-tests`)
+//!   the contract every adapter passes.
 //!
-//! Features: `sqlite` and `scylla`, the two storage adapters, and
-//! `telemetry` (all on by default); `openapi`, the request types' schemas.
-//! Without them the crate is the domain alone, quick to build: what the
-//! fuzz targets (`api/fuzz`) use.
+//! The adapters are the `stores` crate; what both binaries run on
+//! (settings, telemetry, signals) is the `runtime` crate. This crate is the
+//! domain alone, quick to build: what the fuzz targets (`api/fuzz`) and
+//! the load-test tools use. Feature `openapi`: the request types' schemas.
 //!
 //! Nothing here knows about HTTP; the API converts requests into these
 //! types once, at its edge.
 
-pub mod background;
 pub mod clicks;
 pub mod code;
 pub mod codegen;
 pub mod link;
-pub mod panics;
 pub mod request;
-pub mod settings;
-pub mod signals;
 pub mod stats;
 pub mod storage;
 pub mod target;
-#[cfg(feature = "telemetry")]
-pub mod telemetry;
 
 pub use code::{Alias, Code, CodeError};
 pub use link::{

@@ -228,8 +228,8 @@ impl TokenDigest {
         &self.0
     }
 
-    #[cfg(any(feature = "sqlite", feature = "scylla"))]
-    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+    /// A digest read back from a store, which only ever writes digests.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 }

@@ -14,10 +14,6 @@ use links::{
     Code, LinkStore,
     clicks::{ClickEvent, Counts, Dimension, Granularity, wire},
     stats::{ClickStats, StatsQuery},
-    storage::{
-        contract::{DropKeyspace, scylla_test_options},
-        scylla::{ClickCounts, ScyllaOptions, ScyllaStore},
-    },
 };
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
@@ -27,6 +23,10 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
+};
+use stores::{
+    fixtures::{DropKeyspace, scylla_test_options},
+    scylla::{ClickCounts, ScyllaOptions, ScyllaStore},
 };
 use tokio::process::{Child, Command};
 
@@ -141,14 +141,12 @@ impl Deployment {
     pub async fn new(partitions: i32) -> Self {
         let mut options = scylla_test_options();
         options.click_counts = ClickCounts::Ledger;
-        links::storage::scylla::migrate(&options)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "no Scylla-compatible cluster at {:?} ({e}); start one with `infra/dev-stack up`",
-                    options.nodes
-                )
-            });
+        stores::scylla::migrate(&options).await.unwrap_or_else(|e| {
+            panic!(
+                "no Scylla-compatible cluster at {:?} ({e}); start one with `infra/dev-stack up`",
+                options.nodes
+            )
+        });
         let keyspace = DropKeyspace(options.keyspace.clone());
         let store = ScyllaStore::connect(options.clone())
             .await

@@ -2,7 +2,7 @@
 //! script, for tests that take a server down and bring it back. Every
 //! address can be pointed elsewhere from the environment; the Scylla
 //! addresses are the storage contract suite's
-//! ([`links::storage::contract::scylla_test_nodes`]).
+//! ([`stores::fixtures::scylla_test_nodes`]).
 
 use tokio::sync::{Mutex, MutexGuard};
 

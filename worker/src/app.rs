@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use links::{
     StoreError,
     clicks::{UserAgentClassifier, wire},
-    storage::scylla::{ClickCounts, ScyllaStore},
 };
 use rdkafka::{
     Message, Offset, TopicPartitionList,
@@ -23,6 +22,7 @@ use rdkafka::{
     error::KafkaError,
     message::{BorrowedMessage, Headers},
 };
+use stores::scylla::{ClickCounts, ScyllaStore};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -180,7 +180,7 @@ impl Worker {
         tokio::spawn({
             let stop = stop.clone();
             async move {
-                links::signals::shutdown_requested(&stop).await;
+                runtime::signals::shutdown_requested(&stop).await;
                 stop.cancel();
             }
         });
@@ -461,7 +461,7 @@ fn event_span(message: &BorrowedMessage<'_>, event: &links::clicks::ClickEvent) 
             .and_then(|v| std::str::from_utf8(v).ok())
     };
     let Some(creation) = header(wire::TRACEPARENT)
-        .and_then(|parent| links::telemetry::sampled_remote(parent, header(wire::TRACESTATE)))
+        .and_then(|parent| runtime::telemetry::sampled_remote(parent, header(wire::TRACESTATE)))
     else {
         return tracing::Span::none();
     };

@@ -1,18 +1,18 @@
 //! Configuration: the one place that reads the environment.
 //!
-//! The same layers as the API's (see [`links::settings`]); the worker takes
+//! The same layers as the API's (see [`runtime::settings`]); the worker takes
 //! the sections it needs and ignores the API's, so one file can configure
 //! both. Everything is checked at start, and an error names the bad key.
 
 use std::{path::Path, time::Duration};
 
-pub use links::settings::SettingsError;
-use links::{
+pub use runtime::settings::SettingsError;
+use runtime::{
     settings::{self, LogSettings, config_dir},
-    storage::scylla::ScyllaSettings,
     telemetry::TraceSettings,
 };
 use serde::Deserialize;
+use stores::scylla::ScyllaSettings;
 
 /// The built-in defaults, and the reference of every key.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn the_configuration_reference_documents_every_key() {
         let reference = include_str!("../../docs/configuration.md");
-        let all = links::settings::keys_of(DEFAULTS).expect("defaults parse");
+        let all = runtime::settings::keys_of(DEFAULTS).expect("defaults parse");
         assert!(all.len() > 20, "{all:?}");
         for key in all {
             let env = settings::env_name(&key);

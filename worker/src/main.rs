@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load()?;
-    let telemetry = links::telemetry::init("shortener-worker", &settings.log, &settings.traces)?;
+    let telemetry = runtime::telemetry::init("shortener-worker", &settings.log, &settings.traces)?;
     Worker::build(settings).await?.run_until_stopped().await?;
     // Sends the spans still buffered; blocking, so off the executor.
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;

@@ -64,7 +64,7 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     pub fn new() -> Self {
-        let mut root = links::telemetry::metrics_registry();
+        let mut root = runtime::telemetry::metrics_registry();
         let registry = root.sub_registry_with_prefix("shortener_worker");
 
         let mut counter = |name: &str, help: &str| {
@@ -164,7 +164,7 @@ impl WorkerMetrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        links::telemetry::render(&self.registry)
+        runtime::telemetry::render(&self.registry)
     }
 }
 
@@ -176,7 +176,7 @@ impl Default for WorkerMetrics {
 
 async fn scrape(metrics: web::Data<WorkerMetrics>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type(links::telemetry::EXPOSITION_CONTENT_TYPE)
+        .content_type(runtime::telemetry::EXPOSITION_CONTENT_TYPE)
         .body(metrics.render())
 }
 

@@ -210,7 +210,7 @@ impl LinkCache {
                 async {
                     self.metrics.l1_loads.inc();
                     if let Some(l2) = &self.l2 {
-                        let span = links::child_span!(
+                        let span = runtime::child_span!(
                             "cache.l2",
                             otel.name = "redis GET",
                             otel.kind = "client",
@@ -235,7 +235,7 @@ impl LinkCache {
                     }
                     Lookup::of(entry, Utc::now())
                 }
-                .instrument(links::child_span!("cache.load", otel.name = "cache load")),
+                .instrument(runtime::child_span!("cache.load", otel.name = "cache load")),
             )
             .await
     }

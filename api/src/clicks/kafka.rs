@@ -24,12 +24,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use links::{
-    background::Priority,
-    clicks::{
-        ClickEvent,
-        wire::{self, SCHEMA_HEADER, SCHEMA_V1, TRACEPARENT, TRACESTATE},
-    },
+use links::clicks::{
+    ClickEvent,
+    wire::{self, SCHEMA_HEADER, SCHEMA_V1, TRACEPARENT, TRACESTATE},
 };
 use rdkafka::{
     ClientConfig, ClientContext,
@@ -41,6 +38,7 @@ use rdkafka::{
     types::RDKafkaErrorCode as Code,
     util::Timeout,
 };
+use runtime::background::Priority;
 
 use super::{ClickSink, Trace};
 use crate::{config::KafkaSettings, metrics::Metrics};
@@ -143,7 +141,7 @@ impl KafkaSink {
         let producer = std::thread::scope(|scope| {
             scope
                 .spawn(move || {
-                    if let Err(error) = links::background::set_current_thread(priority) {
+                    if let Err(error) = runtime::background::set_current_thread(priority) {
                         tracing::warn!(%error, "cannot lower the Kafka producer's priority");
                     }
                     config.create_with_context(context)

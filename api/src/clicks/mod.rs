@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use links::{
     Code,
-    background::Priority,
     clicks::{ClickEvent, MAX_USER_AGENT, wire::TraceParent},
 };
+use runtime::background::Priority;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -195,7 +195,7 @@ impl ClickPipeline {
         std::thread::Builder::new()
             .name("click-pipeline".into())
             .spawn(move || {
-                if let Err(error) = links::background::set_current_thread(priority) {
+                if let Err(error) = runtime::background::set_current_thread(priority) {
                     tracing::warn!(%error, "cannot lower the click pipeline's priority");
                 }
                 runtime.block_on(task);

@@ -133,7 +133,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut root = links::telemetry::metrics_registry();
+        let mut root = runtime::telemetry::metrics_registry();
         let registry = root.sub_registry_with_prefix("shortener");
 
         let http = HttpMetrics::default();
@@ -328,7 +328,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        links::telemetry::render(&self.registry)
+        runtime::telemetry::render(&self.registry)
     }
 }
 

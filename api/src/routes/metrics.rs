@@ -14,6 +14,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .click_queue_depth
         .set(state.clicks.depth() as i64);
     HttpResponse::Ok()
-        .content_type(links::telemetry::EXPOSITION_CONTENT_TYPE)
+        .content_type(runtime::telemetry::EXPOSITION_CONTENT_TYPE)
         .body(state.metrics.render())
 }

@@ -87,7 +87,7 @@ pub async fn follow(
         .tracing
         .then(Span::current)
         .filter(|span| !span.is_none())
-        .map(|span| links::telemetry::traceparent(span.context().span().span_context()));
+        .map(|span| runtime::telemetry::traceparent(span.context().span().span_context()));
     state.clicks.offer(|| {
         let headers = req.headers();
         let header = |name| headers.get(name).map(HeaderValue::as_bytes);

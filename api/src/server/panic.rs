@@ -4,7 +4,7 @@
 //! depth. Without it, a panicking handler drops its connection without an
 //! answer, uncounted. Here it is answered with an opaque `500` problem
 //! (its message and location are in the log, written once by the panic
-//! hook of [`links::panics`]), counted by the request metrics that wrap
+//! hook of [`runtime::panics`]), counted by the request metrics that wrap
 //! it, and the worker goes on serving. Nothing a handler shares is left half
 //! changed: locks across awaits are Tokio's (which do not poison), and the
 //! stores' writes are transactions.

@@ -24,8 +24,8 @@ use links::{
     LinkStore, StoreError, TokenDigest,
     clicks::UserAgentClassifier,
     codegen::{CodeAllocator, CodeGenerator, CodeKey, GeneratorError},
-    telemetry::Sampler,
 };
+use runtime::telemetry::Sampler;
 use tokio_util::sync::CancellationToken;
 
 pub use self::store::{migrate, open_store, scylla_options};
@@ -284,7 +284,7 @@ impl Application {
                 tracing::error!(%reason, "the store is broken; stopping so that the process is restarted");
                 broken = Some(reason);
             }
-            () = links::signals::shutdown_requested(&stop) => {}
+            () = runtime::signals::shutdown_requested(&stop) => {}
         }
         if !server.is_finished() {
             tracing::info!("shutting down: draining requests");

@@ -5,11 +5,11 @@ use std::{net::SocketAddr, sync::Arc};
 
 use links::{
     LinkStore, UrlPolicy,
-    storage::{
-        scylla::{ClickCounts, ScyllaOptions, ScyllaStore},
-        sqlite::{SqliteOptions, SqliteStore},
-    },
     target::{HostIdentity, host_of},
+};
+use stores::{
+    scylla::{ClickCounts, ScyllaOptions, ScyllaStore},
+    sqlite::{SqliteOptions, SqliteStore},
 };
 
 use super::StartupError;
@@ -37,7 +37,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
         StorageBackend::Scylla => {
             let options = scylla_options(settings)?;
             if settings.storage.scylla.migrate_on_start {
-                links::storage::scylla::migrate(&options).await?;
+                stores::scylla::migrate(&options).await?;
             }
             let store = ScyllaStore::connect(options).await?;
             tracing::info!(
@@ -94,11 +94,11 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
         }
         StorageBackend::Scylla => {
             let options = scylla_options(settings)?;
-            let applied = links::storage::scylla::migrate(&options).await?;
+            let applied = stores::scylla::migrate(&options).await?;
             tracing::info!(
                 keyspace = %options.keyspace,
                 ?applied,
-                version = links::storage::scylla::LATEST_VERSION,
+                version = stores::scylla::LATEST_VERSION,
                 "the Scylla schema is up to date"
             );
         }

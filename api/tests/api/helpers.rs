@@ -11,7 +11,6 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use links::storage::contract::{DropKeyspace, scylla_test_options};
 use links::{
     Code, Link, LinkChanges, LinkStore, StoreError,
     clicks::ClickBatch,
@@ -21,6 +20,7 @@ use links::{
 use reqwest::{Client, Response, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
 use shortener_api::{Application, config::Settings, startup::open_store};
+use stores::fixtures::{DropKeyspace, scylla_test_options};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

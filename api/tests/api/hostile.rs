@@ -6,13 +6,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use links::{
-    codegen::{CodeGenerator, CodeKey, MAX_ID},
-    storage::sqlite::{SqliteOptions, SqliteStore},
-};
+use links::codegen::{CodeGenerator, CodeKey, MAX_ID};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shortener_api::Application;
+use stores::sqlite::{SqliteOptions, SqliteStore};
 
 use crate::helpers::{Tier, assert_problem, spawn_app, spawn_app_with};
 
@@ -280,10 +278,10 @@ async fn wrong_methods_name_the_allowed_ones() {
 /// one, and the service goes on.
 #[tokio::test]
 async fn a_panicking_request_is_an_opaque_500_and_counted() {
-    links::panics::install_hook();
+    runtime::panics::install_hook();
     let app = spawn_app().await;
     *app.store.panic_on_url.lock().expect("fault") = Some("panic".into());
-    let panics_before = links::panics::count();
+    let panics_before = runtime::panics::count();
     for _ in 0..3 {
         let response = app
             .create(json!({ "url": "https://example.com/panic" }))
@@ -291,7 +289,7 @@ async fn a_panicking_request_is_an_opaque_500_and_counted() {
         let problem = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
         assert_eq!(problem["detail"], "internal error", "{problem}");
     }
-    assert!(links::panics::count() >= panics_before + 3);
+    assert!(runtime::panics::count() >= panics_before + 3);
     // The same workers go on serving.
     app.shorten("https://example.com/fine").await;
     assert_eq!(
@@ -315,7 +313,7 @@ async fn a_broken_store_fails_readiness_and_stops_the_service() {
         max_in_flight: 64,
         busy_timeout: Duration::from_secs(5),
         retention: chrono::Duration::days(30),
-        background: links::background::Priority::Normal,
+        background: runtime::background::Priority::Normal,
     })
     .await
     .expect("store");

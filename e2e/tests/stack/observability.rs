@@ -12,11 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use links::{
+use reqwest::{Client, StatusCode, redirect::Policy};
+use runtime::{
     settings::{LogFormat, LogSettings},
     telemetry::{OtlpProtocol, TraceSettings},
 };
-use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::Value;
 use shortener_api::Application;
 
@@ -647,7 +647,7 @@ async fn a_redirects_trace_reaches_jaeger_with_the_workers_linked_span() {
         format: LogFormat::Text,
     };
     let telemetry =
-        links::telemetry::init("shortener-api", &log, &traces).expect("the OTLP exporter");
+        runtime::telemetry::init("shortener-api", &log, &traces).expect("the OTLP exporter");
     let mut settings = api_settings(&deployment);
     settings.traces = traces;
     let app = Application::build(settings).await.expect("build the API");

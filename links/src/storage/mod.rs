@@ -1,13 +1,13 @@
-//! The storage port, and its adapters.
+//! The storage port.
 //!
 //! The port is shaped by what ScyllaDB does well, so every adapter can meet
 //! it: every call reads or writes by partition key (the link's code, or a
 //! setting's name), nothing joins, and expiry is a time after which the
 //! store may forget a row (a TTL) rather than a scan.
 //!
-//! - [`sqlite`]: the embedded default, files in a data directory.
-//! - [`scylla`]: the production tier, ScyllaDB (or Cassandra) over CQL.
-//! - `contract` (feature `contract-tests`): the tests every adapter passes.
+//! Its adapters live in the `stores` crate: SQLite, the embedded default,
+//! and ScyllaDB (or Cassandra) over CQL, the production tier. The tests
+//! every adapter passes are here, in `contract` (feature `contract-tests`).
 
 use std::{fmt, ops::Range};
 
@@ -23,10 +23,6 @@ use crate::{
 
 #[cfg(feature = "contract-tests")]
 pub mod contract;
-#[cfg(feature = "scylla")]
-pub mod scylla;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

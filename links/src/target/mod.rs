@@ -267,9 +267,9 @@ impl TargetUrl {
         Ok(Self(normalised))
     }
 
-    /// A URL read back from the store, where only checked URLs are written.
-    #[cfg(any(feature = "sqlite", feature = "scylla"))]
-    pub(crate) fn from_stored(url: String) -> Self {
+    /// A URL read back from a store, where only checked URLs are written:
+    /// for the storage adapters alone, which is why it skips the checks.
+    pub fn from_stored(url: String) -> Self {
         Self(url)
     }
 

@@ -29,9 +29,9 @@ use futures_util::{StreamExt, stream};
 use links::{
     Code,
     clicks::{ClickBatch, Counts, TopKey, UserAgentClassifier},
-    storage::scylla::{ScyllaStore, Tally, TallyKey},
 };
 use prometheus_client::metrics::counter::Counter;
+use stores::scylla::{ScyllaStore, Tally, TallyKey};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use links::{
-    clicks::{Aggregator, ClickBatch, ClickEvent, UserAgentClassifier},
-    storage::scylla::Progress,
-};
+use links::clicks::{Aggregator, ClickBatch, ClickEvent, UserAgentClassifier};
+use stores::scylla::Progress;
 use uuid::Uuid;
 
 /// What to do with the event at an offset.

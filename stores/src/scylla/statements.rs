@@ -15,7 +15,7 @@ use scylla::{
     },
 };
 
-use crate::storage::StoreError;
+use links::storage::StoreError;
 
 pub(super) struct LedgerStatements {
     pub(super) select_totals: PreparedStatement,

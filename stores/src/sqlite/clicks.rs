@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, rows::granularity_name};
-use crate::{
+use links::{
     clicks::{ClickBatch, Counts, Dimension},
     code::Code,
     stats::{ClickStats, StatsQuery},

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::super::StoreError;
-use crate::{
+use links::storage::StoreError;
+use links::{
     code::Code,
     link::{Link, RedirectStatus, TokenDigest},
     target::TargetUrl,

@@ -1,10 +1,8 @@
 //! The storage contract, against a real Scylla-compatible cluster (the dev
 //! stack's Cassandra), each test in a keyspace of its own.
 
-use links::storage::{
-    LinkStore,
-    contract::{Fixture, scylla_fixture},
-};
+use links::storage::{LinkStore, contract::Fixture};
+use stores::fixtures::scylla_fixture;
 
 async fn fresh_store() -> Fixture {
     scylla_fixture().await
@@ -16,9 +14,9 @@ links::link_store_contract!(fresh_store);
 /// alias whose link was deleted can be taken again after the retention.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_link_is_forgotten_whole_after_its_retention() {
-    use links::storage::{
-        Uniqueness,
-        contract::{DropKeyspace, sample_link, scylla_test_options},
+    use links::storage::{Uniqueness, contract::sample_link};
+    use stores::{
+        fixtures::{DropKeyspace, scylla_test_options},
         scylla::{ScyllaStore, migrate},
     };
     let mut options = scylla_test_options();

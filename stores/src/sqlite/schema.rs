@@ -8,17 +8,15 @@ use rusqlite_migration::{M, Migrations};
 use tokio_rusqlite::Connection;
 
 use super::rows::{from_call, from_sqlite};
-use crate::storage::StoreError;
+use links::storage::StoreError;
 
 /// The schema of `links.db`, one migration per file; never edit one that
 /// has shipped.
 pub(super) fn link_migrations() -> Migrations<'static> {
     Migrations::new(vec![
+        M::up(include_str!("../../migrations/sqlite/links/0001_links.sql")),
         M::up(include_str!(
-            "../../../migrations/sqlite/links/0001_links.sql"
-        )),
-        M::up(include_str!(
-            "../../../migrations/sqlite/links/0002_reserved_ids.sql"
+            "../../migrations/sqlite/links/0002_reserved_ids.sql"
         )),
     ])
 }
@@ -26,7 +24,7 @@ pub(super) fn link_migrations() -> Migrations<'static> {
 /// The schema of `clicks.db`.
 pub(super) fn click_migrations() -> Migrations<'static> {
     Migrations::new(vec![M::up(include_str!(
-        "../../../migrations/sqlite/clicks/0001_clicks.sql"
+        "../../migrations/sqlite/clicks/0001_clicks.sql"
     ))])
 }
 

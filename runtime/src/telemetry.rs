@@ -324,7 +324,7 @@ impl Sampler {
         if !self.enabled {
             return None;
         }
-        match headers.get(crate::clicks::wire::TRACEPARENT) {
+        match headers.get(links::clicks::wire::TRACEPARENT) {
             Some(_) => {
                 let parent = TraceContextPropagator::new().extract(headers);
                 let span = parent.span();
@@ -362,15 +362,15 @@ pub fn sampled_remote(parent: &str, state: Option<&str>) -> Option<SpanContext> 
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
             match key {
-                crate::clicks::wire::TRACEPARENT => Some(self.0),
-                crate::clicks::wire::TRACESTATE => self.1,
+                links::clicks::wire::TRACEPARENT => Some(self.0),
+                links::clicks::wire::TRACESTATE => self.1,
                 _ => None,
             }
         }
         fn keys(&self) -> Vec<&str> {
             vec![
-                crate::clicks::wire::TRACEPARENT,
-                crate::clicks::wire::TRACESTATE,
+                links::clicks::wire::TRACEPARENT,
+                links::clicks::wire::TRACESTATE,
             ]
         }
     }

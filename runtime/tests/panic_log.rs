@@ -4,7 +4,7 @@
 
 use std::{process::Command, time::Duration};
 
-use links::{
+use runtime::{
     settings::{LogFormat, LogSettings},
     telemetry::{OtlpProtocol, TraceSettings},
 };
@@ -55,7 +55,7 @@ fn panics_are_logged_as_json_events() {
 }
 
 fn panic_in_a_thread() {
-    let _telemetry = links::telemetry::init(
+    let _telemetry = runtime::telemetry::init(
         "panic-test",
         &LogSettings {
             level: "info".into(),
@@ -75,5 +75,5 @@ fn panic_in_a_thread() {
         .expect("spawn")
         .join();
     assert!(outcome.is_err());
-    println!("panics counted: {}", links::panics::count());
+    println!("panics counted: {}", runtime::panics::count());
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row};
 
-use crate::{
+use links::{
     clicks::Granularity,
     code::Code,
     link::{Link, RedirectStatus, TokenDigest},

@@ -63,12 +63,12 @@ use self::rows::{LinkRow, Stored, ttl_secs};
 pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};
 pub use self::settings::{ClickCounts, ConsistencySetting, ScyllaOptions, ScyllaSettings};
 use self::statements::Statements;
-use super::{IdBlock, LinkStore, StoreError, Uniqueness};
-use crate::{
+use links::{
     clicks::ClickBatch,
     code::Code,
     link::{Link, LinkChanges},
     stats::{ClickStats, StatsQuery},
+    storage::{IdBlock, LinkStore, StoreError, Uniqueness},
 };
 
 /// The one row of `id_blocks` that generated codes lease from.

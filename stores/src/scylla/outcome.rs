@@ -11,7 +11,7 @@ use scylla::{
     value::{CqlValue, Row},
 };
 
-use super::super::StoreError;
+use links::storage::StoreError;
 
 /// Whether a lightweight transaction applied: the `[applied]` column.
 pub(super) fn lwt_applied(result: QueryResult) -> Result<bool, StoreError> {

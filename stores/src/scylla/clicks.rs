@@ -7,7 +7,7 @@ use scylla::{
 };
 
 use super::{ClickCounts, PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, corrupt, from_execution};
-use crate::{
+use links::{
     clicks::{ClickBatch, Counts, Dimension},
     code::Code,
     stats::{ClickStats, StatsQuery},

@@ -12,19 +12,19 @@ use chrono::Utc;
 use scylla::client::session::Session;
 
 use super::{ScyllaOptions, open_session};
-use crate::storage::StoreError;
+use links::storage::StoreError;
 
 /// The migrations, in order: version, name, CQL.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
         "links",
-        include_str!("../../../migrations/scylla/0001_links.cql"),
+        include_str!("../../migrations/scylla/0001_links.cql"),
     ),
     (
         2,
         "click_ledger",
-        include_str!("../../../migrations/scylla/0002_click_ledger.cql"),
+        include_str!("../../migrations/scylla/0002_click_ledger.cql"),
     ),
 ];
 

@@ -2,7 +2,7 @@
 //!
 //! - `links.db`: links, id blocks and settings, written by one connection.
 //! - `clicks.db`: click counts, written by another connection whose thread
-//!   runs at background priority (see [`crate::background`]). Counting
+//!   runs at background priority (see [`runtime::background`]). Counting
 //!   clicks yields the CPU to serving links, and because SQLite locks per
 //!   file, a click write that is waiting for the CPU never holds a lock that
 //!   creating a link needs.
@@ -43,14 +43,14 @@ use self::{
     rows::{LINK_COLUMNS, broken, from_call, from_sqlite, millis, select_link},
     schema::{click_migrations, link_migrations, migrate, open_connection},
 };
-use super::{IdBlock, LinkStore, StoreError, Uniqueness};
-use crate::{
-    background::Priority,
+use links::{
     clicks::ClickBatch,
     code::Code,
     link::{Link, LinkChanges},
     stats::{ClickStats, StatsQuery},
+    storage::{IdBlock, LinkStore, StoreError, Uniqueness},
 };
+use runtime::background::Priority;
 
 const LINKS_FILE: &str = "links.db";
 const CLICKS_FILE: &str = "clicks.db";
@@ -122,7 +122,7 @@ impl SqliteStore {
         let background = options.background;
         clicks_writer
             .call(move |_| {
-                Ok::<_, rusqlite::Error>(crate::background::set_current_thread(background))
+                Ok::<_, rusqlite::Error>(runtime::background::set_current_thread(background))
             })
             .await
             .map_err(from_call)?
@@ -247,7 +247,7 @@ impl SqliteStore {
             Err(panic) => Err(StoreError::Other(
                 format!(
                     "a storage call panicked: {}",
-                    crate::panics::message(panic.as_ref())
+                    runtime::panics::message(panic.as_ref())
                 )
                 .into(),
             )),
@@ -268,7 +268,7 @@ impl SqliteStore {
     /// Stops the thread of the link writer, as a crash of it would: the
     /// store is broken from then on. For tests of what the service does
     /// then.
-    #[cfg(any(test, feature = "contract-tests"))]
+    #[cfg(any(test, feature = "test-fixtures"))]
     pub async fn stop_writer_thread(&self) {
         let _ = self.writer.clone().close().await;
     }
@@ -407,7 +407,7 @@ impl LinkStore for SqliteStore {
         let code = code.clone();
         let retention = self.retention;
         self.write(move |conn| {
-            let purge_at = millis(crate::link::later_by(at, retention));
+            let purge_at = millis(links::link::later_by(at, retention));
             let changed = conn
                 .prepare_cached(
                     "UPDATE links SET deleted_at = ?2, \

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{Consistency, check_keyspace_name};
-use crate::settings::{InvalidKey, invalid};
+use runtime::settings::{InvalidKey, invalid};
 
 /// How the production store connects.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use super::{
     CAS_ATTEMPTS, ScyllaStore, backoff, column, corrupt, from_execution, is_contention, lwt_row,
     maybe_applied,
 };
-use crate::{
+use links::{
     clicks::{Counts, Dimension, Granularity, TopKey},
     code::Code,
     storage::StoreError,

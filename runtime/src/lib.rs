@@ -1,0 +1,18 @@
+//! What both binaries run on, apart from the domain they serve.
+//!
+//! - [`settings`]: the configuration layers (defaults, files, environment)
+//!   and the environment variable of each key.
+//! - [`telemetry`]: logs, traces (OTLP) and process metrics, set up the same
+//!   way by both binaries, and the Prometheus text they serve.
+//! - [`signals`]: the shutdown signals.
+//! - [`panics`]: every panic logged and counted.
+//! - [`background`]: lower CPU priority for the threads of click processing.
+//!
+//! The domain (`links`) needs none of this, so what only seeds or reads
+//! links (the load-test tools, the fuzz targets) builds without it.
+
+pub mod background;
+pub mod panics;
+pub mod settings;
+pub mod signals;
+pub mod telemetry;

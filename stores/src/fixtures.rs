@@ -1,0 +1,112 @@
+//! Fixtures for tests of the adapters and of the services built on them:
+//! a fresh store of each kind for the contract suite
+//! ([`links::link_store_contract!`]), and the test cluster's address.
+
+use chrono::Duration;
+use links::storage::contract::Fixture;
+
+/// A fresh SQLite store in a temporary directory.
+pub async fn sqlite_fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = crate::sqlite::SqliteStore::open(crate::sqlite::SqliteOptions {
+        dir: dir.path().to_owned(),
+        readers: 2,
+        max_in_flight: 64,
+        busy_timeout: std::time::Duration::from_secs(5),
+        retention: Duration::days(30),
+        background: runtime::background::Priority::Idle,
+    })
+    .await
+    .expect("open SQLite store");
+    Fixture {
+        store,
+        guard: Box::new(dir),
+    }
+}
+
+/// Where the Scylla-compatible test cluster listens: `SHORTENER_TEST_SCYLLA_NODES`
+/// (comma-separated), by default the dev stack's Cassandra.
+pub fn scylla_test_nodes() -> Vec<String> {
+    std::env::var("SHORTENER_TEST_SCYLLA_NODES")
+        .unwrap_or_else(|_| "127.0.0.1:9042".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Options for a fresh test keyspace on the test cluster (one datacenter,
+/// one replica, the dev stack's `datacenter1`).
+pub fn scylla_test_options() -> crate::scylla::ScyllaOptions {
+    crate::scylla::ScyllaOptions {
+        nodes: scylla_test_nodes(),
+        local_dc: std::env::var("SHORTENER_TEST_SCYLLA_DC")
+            .unwrap_or_else(|_| "datacenter1".into()),
+        keyspace: format!("test_{:016x}", rand::random::<u64>()),
+        replication: vec![(
+            std::env::var("SHORTENER_TEST_SCYLLA_DC").unwrap_or_else(|_| "datacenter1".into()),
+            1,
+        )],
+        consistency: scylla::frame::types::Consistency::LocalQuorum,
+        request_timeout: std::time::Duration::from_secs(10),
+        connect_timeout: std::time::Duration::from_secs(5),
+        speculative_after: None,
+        username: None,
+        password: None,
+        max_in_flight: 256,
+        retention: Duration::days(30),
+        click_counts: crate::scylla::ClickCounts::Counters,
+    }
+}
+
+/// A fresh keyspace on the test cluster, migrated. Panics, naming the
+/// cluster, if there is none: start it with `infra/dev-stack up`.
+pub async fn scylla_fixture() -> Fixture {
+    let options = scylla_test_options();
+    crate::scylla::migrate(&options).await.unwrap_or_else(|e| {
+        panic!(
+            "no Scylla-compatible cluster at {:?} ({e}); start one with `infra/dev-stack up`",
+            options.nodes
+        )
+    });
+    let keyspace = options.keyspace.clone();
+    let store = crate::scylla::ScyllaStore::connect(options)
+        .await
+        .expect("connect to the migrated keyspace");
+    Fixture {
+        store,
+        guard: Box::new(DropKeyspace(keyspace)),
+    }
+}
+
+/// Drops a test keyspace when the test ends, so test runs do not pile up
+/// tables in the dev cluster.
+#[derive(Debug)]
+pub struct DropKeyspace(pub String);
+
+impl Drop for DropKeyspace {
+    fn drop(&mut self) {
+        let keyspace = std::mem::take(&mut self.0);
+        // Drop runs inside the test's runtime, which cannot block on itself.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_nodes(scylla_test_nodes())
+                    .build()
+                    .await
+                    .ok()?;
+                session
+                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop a test keyspace; it stays in the dev cluster");
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use links::{
     Code, Link, LinkChanges, LinkStore, StoreError,
     clicks::ClickBatch,
@@ -148,5 +149,9 @@ impl LinkStore for MeteredStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let call = self.inner.ping();
         self.call("ping", &self.ping, call).await
+    }
+
+    fn maintenance(self: Arc<Self>) -> Option<BoxFuture<'static, ()>> {
+        Arc::clone(&self.inner).maintenance()
     }
 }

@@ -4,7 +4,8 @@
 //!   and the environment variable of each key.
 //! - [`telemetry`]: logs, traces (OTLP) and process metrics, set up the same
 //!   way by both binaries, and the Prometheus text they serve.
-//! - [`signals`]: the shutdown signals.
+//! - [`signals`], [`tasks`]: the shutdown signals, and the background
+//!   tasks of a service as one tree that shutdown waits for.
 //! - [`panics`]: every panic logged and counted.
 //! - [`background`]: lower CPU priority for the threads of click processing.
 //!
@@ -15,4 +16,5 @@ pub mod background;
 pub mod panics;
 pub mod settings;
 pub mod signals;
+pub mod tasks;
 pub mod telemetry;

@@ -22,6 +22,7 @@ use rdkafka::{
     error::KafkaError,
     message::{BorrowedMessage, Headers},
 };
+use runtime::tasks::Tasks;
 use stores::scylla::{ClickCounts, ScyllaStore};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -104,6 +105,9 @@ pub struct Worker {
     metrics_server: (SocketAddr, ServerHandle),
     /// Whether events of sampled traces get a span (`traces.endpoint` set).
     tracing: bool,
+    /// Every task the worker starts: the `/metrics` server, the writes,
+    /// the signal watcher and the shutdown deadline.
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for Worker {
@@ -134,8 +138,9 @@ impl Worker {
         let w = &settings.worker;
         let metrics = Arc::new(WorkerMetrics::new());
         let addr = w.metrics_addr()?;
+        let tasks = Tasks::new();
         let metrics_server = TcpListener::bind(addr)
-            .and_then(|listener| metrics::serve(listener, Arc::clone(&metrics)))
+            .and_then(|listener| metrics::serve(listener, Arc::clone(&metrics), &tasks))
             .map_err(|source| WorkerError::Metrics { addr, source })?;
         tracing::info!(addr = %metrics_server.0, "serving /metrics");
         let ledger = Ledger::new(
@@ -160,6 +165,7 @@ impl Worker {
             stop: CancellationToken::new(),
             totals: Totals::default(),
             settings,
+            tasks,
         })
     }
 
@@ -177,7 +183,7 @@ impl Worker {
     /// has counted, commits, and leaves the group.
     pub async fn run_until_stopped(mut self) -> Result<Totals, WorkerError> {
         let stop = self.stop.clone();
-        tokio::spawn({
+        self.tasks.spawn({
             let stop = stop.clone();
             async move {
                 runtime::signals::shutdown_requested(&stop).await;
@@ -186,7 +192,7 @@ impl Worker {
         });
         // Fires `shutdown_timeout` after the stop: retries give up then.
         let abandon = CancellationToken::new();
-        tokio::spawn({
+        self.tasks.spawn_until_stopped({
             let (stop, abandon, grace) = (
                 stop.clone(),
                 abandon.clone(),
@@ -251,8 +257,21 @@ impl Worker {
         .await;
         match outcome {
             Ok(()) => {
-                // The last commit, synchronously, before leaving.
-                if let Err(error) = self.commit(CommitMode::Sync) {
+                // The last commit, synchronously, before leaving: it
+                // blocks, so on a thread of its own.
+                let committed = match self.commit_list() {
+                    Ok(list) if list.count() == 0 => Ok(()),
+                    Ok(list) => {
+                        let consumer = Arc::clone(&self.consumer);
+                        let commit = move || consumer.commit(&list, CommitMode::Sync);
+                        match tokio::task::spawn_blocking(commit).await {
+                            Ok(result) => result.map_err(|e| e.to_string()),
+                            Err(join) => Err(join.to_string()),
+                        }
+                    }
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = committed {
                     tracing::warn!(%error, "the last offset commit failed");
                 }
             }
@@ -264,6 +283,12 @@ impl Worker {
         drop(messages);
         self.consumer.unsubscribe();
         self.metrics_server.1.stop(true).await;
+        if !self.tasks.shut_down(TASKS_GRACE).await {
+            tracing::warn!(
+                running = self.tasks.len(),
+                "tasks still running; stopping without them"
+            );
+        }
         tracing::info!(totals = ?self.totals, "the worker stopped");
         Ok(self.totals)
     }
@@ -379,7 +404,7 @@ impl Worker {
         let (ledger, abandon) = (Arc::clone(&self.ledger), abandon.clone());
         let max_backoff = self.settings.worker.max_backoff;
         let metrics = Arc::clone(&self.metrics);
-        self.writing = Some(tokio::spawn(async move {
+        self.writing = Some(self.tasks.spawn(async move {
             let started = Instant::now();
             letters.deliver(max_backoff, &abandon).await?;
             let written = ledger.write(cuts, &abandon).await?;
@@ -422,25 +447,35 @@ impl Worker {
                 self.written_to.insert(partition, end);
             }
         }
-        if let Err(error) = self.commit(CommitMode::Async) {
+        if let Err(error) = self.commit() {
             tracing::debug!(%error, "an offset commit failed");
         }
     }
 
-    /// Commits, for every owned partition, the offset its counts were
-    /// written to.
-    fn commit(&self, mode: CommitMode) -> Result<(), KafkaError> {
+    /// Commits, without waiting, for every owned partition, the offset its
+    /// counts were written to.
+    fn commit(&self) -> Result<(), KafkaError> {
+        let list = self.commit_list()?;
+        if list.count() == 0 {
+            return Ok(());
+        }
+        self.consumer.commit(&list, CommitMode::Async)
+    }
+
+    /// For every owned partition, the offset its counts were written to.
+    fn commit_list(&self) -> Result<TopicPartitionList, KafkaError> {
         let topic = &self.settings.events.kafka.topic;
         let mut list = TopicPartitionList::new();
         for (&partition, &offset) in &self.written_to {
             list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         }
-        if list.count() == 0 {
-            return Ok(());
-        }
-        self.consumer.commit(&list, mode)
+        Ok(list)
     }
 }
+
+/// How long the end of a run waits for the worker's tasks once told to
+/// stop: each ends at its next await, so this is only reached by a bug.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
 
 /// Seconds since the Unix epoch, now.
 fn unix_now() -> i64 {

@@ -184,6 +184,7 @@ async fn scrape(metrics: web::Data<WorkerMetrics>) -> HttpResponse {
 pub fn serve(
     listener: TcpListener,
     metrics: std::sync::Arc<WorkerMetrics>,
+    tasks: &runtime::tasks::Tasks,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let addr = listener.local_addr()?;
     let metrics = web::Data::from(metrics);
@@ -198,6 +199,6 @@ pub fn serve(
     .listen(listener)?
     .run();
     let handle = server.handle();
-    tokio::spawn(server);
+    tasks.spawn(server);
     Ok((addr, handle))
 }

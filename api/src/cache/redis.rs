@@ -35,7 +35,8 @@ use deadpool_redis::{Config, Connection, Pool, PoolConfig, Runtime, Timeouts, re
 use futures_util::StreamExt;
 use links::Code;
 use rand::Rng;
-use tokio::sync::Notify;
+use runtime::tasks::Tasks;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Entry;
@@ -47,6 +48,10 @@ const MAX_PENDING_INVALIDATIONS: usize = 10_000;
 /// What an invalidated key holds while a load that read the store before
 /// the change may still try to write the old link back.
 const TOMBSTONE: &[u8] = b"!";
+/// Write-backs in flight at most; a miss beyond them is not written back
+/// (the next miss of that code writes it), so a slow Redis cannot pile up
+/// tasks and memory.
+const MAX_WRITE_BACKS: usize = 1024;
 /// Pause between attempts to subscribe again.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -77,6 +82,9 @@ pub struct RedisCache {
     tombstone_secs: u64,
     pending: Mutex<HashSet<Code>>,
     metrics: Arc<Metrics>,
+    /// Where write-backs run, and how many may.
+    tasks: Tasks,
+    write_backs: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -133,6 +141,7 @@ impl RedisCache {
         settings: &RedisSettings,
         store_timeout: Duration,
         metrics: Arc<Metrics>,
+        tasks: Tasks,
     ) -> Result<Arc<Self>, RedisError> {
         let url = settings.url().unwrap_or_default();
         let mut config = Config::from_url(url);
@@ -164,6 +173,8 @@ impl RedisCache {
             settings: settings.clone(),
             pending: Mutex::new(HashSet::new()),
             metrics,
+            tasks,
+            write_backs: Arc::new(Semaphore::new(MAX_WRITE_BACKS)),
         }))
     }
 
@@ -230,11 +241,16 @@ impl RedisCache {
     }
 
     /// Writes `entry` back in the background, unless the key holds
-    /// anything (a tombstone among others); the caller never waits.
+    /// anything (a tombstone among others); the caller never waits. Skipped
+    /// when [`MAX_WRITE_BACKS`] are in flight already.
     pub fn put(self: &Arc<Self>, code: &Code, entry: &Entry) {
         if self.breaker.is_open() {
             return;
         }
+        let Ok(permit) = Arc::clone(&self.write_backs).try_acquire_owned() else {
+            self.metrics.redis_write_backs_skipped.inc();
+            return;
+        };
         let ttl = match entry {
             Entry::Missing => self.settings.negative_ttl,
             Entry::Link { .. } => self.settings.ttl,
@@ -244,7 +260,8 @@ impl RedisCache {
         };
         let secs = jittered(ttl, self.settings.ttl_jitter).as_secs().max(1);
         let (this, key) = (self.clone(), self.key(code));
-        tokio::spawn(async move {
+        self.tasks.spawn_until_stopped(async move {
+            let _permit = permit;
             let _ = this
                 .call(async |conn| {
                     redis::cmd("SET")

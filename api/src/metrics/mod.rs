@@ -109,6 +109,8 @@ pub struct Metrics {
     pub redis_seconds: Histogram,
     /// Invalidations that could not be sent nor kept for retry.
     pub redis_invalidations_lost: Counter,
+    /// L2 write-backs not made because as many were in flight already.
+    pub redis_write_backs_skipped: Counter,
     pub links_created: Counter,
     pub clicks_enqueued: Counter,
     pub clicks_dropped: Counter,
@@ -256,6 +258,10 @@ impl Metrics {
             "redis_rejected",
             "Redis calls skipped because the breaker was open",
         );
+        let redis_write_backs_skipped = counter(
+            "redis_write_backs_skipped",
+            "L2 write-backs skipped because as many as allowed were in flight",
+        );
         let redis_invalidations_lost = counter(
             "redis_invalidations_lost",
             "Cache invalidations neither sent nor kept for retry (the TTLs bound staleness)",
@@ -311,6 +317,7 @@ impl Metrics {
             redis_breaker_open,
             redis_seconds,
             redis_invalidations_lost,
+            redis_write_backs_skipped,
             links_created,
             clicks_enqueued,
             clicks_dropped,

@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::{App, dev::ServerHandle, web};
+use runtime::tasks::Tasks;
 
 use super::StartupError;
 use crate::{
@@ -59,6 +60,7 @@ pub(super) fn admin_server(
     state: web::Data<AppState>,
     options: &ServerOptions,
     bodies: ReadBody,
+    tasks: &Tasks,
 ) -> Result<(SocketAddr, ServerHandle), StartupError> {
     let addr = listener.local_addr()?;
     let options = ServerOptions {
@@ -95,7 +97,7 @@ pub(super) fn admin_server(
     )?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     let handle = server.handle();
-    tokio::spawn(server);
+    tasks.spawn(server);
     Ok((addr, handle))
 }
 

@@ -25,7 +25,7 @@ use links::{
     clicks::UserAgentClassifier,
     codegen::{CodeAllocator, CodeGenerator, CodeKey, GeneratorError},
 };
-use runtime::telemetry::Sampler;
+use runtime::{tasks::Tasks, telemetry::Sampler};
 use tokio_util::sync::CancellationToken;
 
 pub use self::store::{migrate, open_store, scylla_options};
@@ -94,8 +94,9 @@ pub struct Application {
     /// Cancelled when shutdown begins: request bodies still arriving get a
     /// short grace.
     draining: CancellationToken,
-    /// Cancels the background tasks (L2 subscription and probe) last.
-    background: CancellationToken,
+    /// Every background task (the L2 subscription, probe and write-backs,
+    /// the store's maintenance, the servers), stopped and waited for last.
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for Application {
@@ -136,6 +137,12 @@ impl Application {
             StorageBackend::Scylla => "scylladb",
         };
         let store: Arc<dyn LinkStore> = MeteredStore::wrap(store, system, &metrics);
+        // Whatever fails below stops the tasks started before it.
+        let tasks = Tasks::new();
+        let stop_tasks_on_error = tasks.stop_token().clone().drop_guard();
+        if let Some(maintenance) = Arc::clone(&store).maintenance() {
+            tasks.spawn_until_stopped(maintenance);
+        }
         let admin_addr = settings
             .metrics
             .listen_addr()?
@@ -161,8 +168,7 @@ impl Application {
             metrics.clone(),
         )?;
 
-        let background = CancellationToken::new();
-        let cache = link_cache(&settings, &store, &metrics, &background)?;
+        let cache = link_cache(&settings, &store, &metrics, &tasks)?;
 
         let state = web::Data::new(AppState {
             cache,
@@ -226,8 +232,9 @@ impl Application {
         )?;
         tracing::info!(%addr, public_base = %state.public_base, "listening");
         let admin = admin_listener
-            .map(|listener| admin_server(listener, state.clone(), &options, admin_bodies))
+            .map(|listener| admin_server(listener, state.clone(), &options, admin_bodies, &tasks))
             .transpose()?;
+        stop_tasks_on_error.disarm();
 
         Ok(Self {
             addr,
@@ -237,7 +244,7 @@ impl Application {
             state,
             stop: CancellationToken::new(),
             draining,
-            background,
+            tasks,
         })
     }
 
@@ -270,11 +277,11 @@ impl Application {
             state,
             stop,
             draining,
-            background,
+            tasks,
             ..
         } = self;
         let handle = server.handle();
-        let mut server = tokio::spawn(server);
+        let mut server = tasks.spawn(server);
         let mut broken = None;
         tokio::select! {
             result = &mut server => {
@@ -301,7 +308,12 @@ impl Application {
         if let Some((_, admin)) = admin {
             admin.stop(true).await;
         }
-        background.cancel();
+        if !tasks.shut_down(TASKS_GRACE).await {
+            tracing::warn!(
+                running = tasks.len(),
+                "background tasks still running after {TASKS_GRACE:?}; stopping without them"
+            );
+        }
         tracing::info!("stopped");
         match broken {
             Some(reason) => Err(StartupError::StoreBroken(reason)),
@@ -344,19 +356,20 @@ async fn click_sink(
     })
 }
 
-/// L1, in front of L2 (Redis) when one is configured; L2's probe and its
-/// invalidation subscription run until `background` is cancelled.
+/// L1, in front of L2 (Redis) when one is configured; L2's probe, its
+/// invalidation subscription and its write-backs run among `tasks`.
 fn link_cache(
     settings: &Settings,
     store: &Arc<dyn LinkStore>,
     metrics: &Arc<Metrics>,
-    background: &CancellationToken,
+    tasks: &Tasks,
 ) -> Result<LinkCache, StartupError> {
     let l2 = match settings.cache.redis.url() {
         Some(_) => Some(RedisCache::new(
             &settings.cache.redis,
             settings.storage_timeout(),
             metrics.clone(),
+            tasks.clone(),
         )?),
         None => None,
     };
@@ -368,11 +381,16 @@ fn link_cache(
     );
     if let Some(l2) = l2 {
         tracing::info!("L2 cache: Redis");
-        tokio::spawn(l2.clone().probe(background.clone()));
-        tokio::spawn(l2.subscribe(cache.clone(), background.clone()));
+        let stop = tasks.stop_token();
+        tasks.spawn(l2.clone().probe(stop.clone()));
+        tasks.spawn(l2.subscribe(cache.clone(), stop.clone()));
     }
     Ok(cache)
 }
+
+/// How long shutdown waits for the background tasks once told to stop:
+/// each ends at its next await, so this is only reached by a bug.
+const TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the store is asked whether it broke for good.
 const STORE_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);

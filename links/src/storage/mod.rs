@@ -9,10 +9,11 @@
 //! and ScyllaDB (or Cassandra) over CQL, the production tier. The tests
 //! every adapter passes are here, in `contract` (feature `contract-tests`).
 
-use std::{fmt, ops::Range};
+use std::{fmt, ops::Range, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 
 use crate::{
     clicks::ClickBatch,
@@ -127,4 +128,11 @@ pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
     /// Whether the store answers; [`StoreError::Broken`] if it never will
     /// again in this process.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Work the store needs done in the background while it is open (the
+    /// embedded store purges rows past their retention), for its owner to
+    /// run among its own tasks until shutdown; `None` if there is none.
+    fn maintenance(self: Arc<Self>) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }

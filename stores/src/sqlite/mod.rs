@@ -28,7 +28,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt;
+use futures_util::{FutureExt, future::BoxFuture};
 use rusqlite::params;
 use tokio::sync::Semaphore;
 use tokio_rusqlite::Connection;
@@ -105,8 +105,9 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database, and starts the
-    /// periodic purge of rows past their retention.
+    /// Opens (creating if needed) and migrates the database. Rows past
+    /// their retention are purged by its [`LinkStore::maintenance`], which
+    /// the owner runs.
     pub async fn open(options: SqliteOptions) -> Result<Arc<Self>, StoreError> {
         let dir = &options.dir;
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -154,7 +155,6 @@ impl SqliteStore {
             retention: options.retention,
             dir: options.dir,
         });
-        tokio::spawn(purge_periodically(Arc::downgrade(&store)));
         Ok(store)
     }
 
@@ -447,5 +447,9 @@ impl LinkStore for SqliteStore {
         }
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
+    }
+
+    fn maintenance(self: Arc<Self>) -> Option<BoxFuture<'static, ()>> {
+        Some(Box::pin(purge_periodically(Arc::downgrade(&self))))
     }
 }

@@ -7,12 +7,18 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    num::{NonZeroU32, NonZeroU64, NonZeroUsize},
+    path::PathBuf,
     time::Duration,
 };
 
-use runtime::settings::{self, config_dir};
-pub use runtime::settings::{LogFormat, LogSettings, SettingsError, env_name};
+use actix_web::http::header::HeaderName;
+use links::{
+    HostIdentity,
+    codegen::{CodeKey, MAX_CODE_LEN, MIN_CODE_LEN},
+};
+use runtime::settings::{self, InvalidKey, invalid};
+pub use runtime::settings::{LoadSettings, LogFormat, LogSettings, SettingsError, env_name};
 pub use runtime::telemetry::TraceSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -41,28 +47,16 @@ pub struct Settings {
 pub struct MetricsSettings {
     /// False: no per-request metrics, no access log, no `/metrics`.
     pub enabled: bool,
-    /// A separate admin listener for `/metrics`; empty serves it on
-    /// `http.listen` with everything else.
-    pub listen: String,
-}
-
-impl MetricsSettings {
-    /// The admin listener's address, if one is configured.
-    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, SettingsError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen
-            .parse()
-            .map(Some)
-            .map_err(|_| invalid("metrics.listen", "not an address such as 0.0.0.0:9464"))
-    }
+    /// A separate admin listener for `/metrics`; empty (`None`) serves it
+    /// on `http.listen` with everything else.
+    #[serde(deserialize_with = "settings::optional")]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
-    pub listen: String,
+    pub listen: SocketAddr,
     pub public_base_url: String,
     pub workers: usize,
     pub max_body_bytes: usize,
@@ -77,11 +71,74 @@ pub struct HttpSettings {
     pub client_disconnect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    pub country_header: String,
+    /// The header holding the client's country (set by a CDN); empty
+    /// (`None`): none.
+    #[serde(deserialize_with = "settings::optional")]
+    pub country_header: Option<HeaderName>,
     pub access_log_ratio: f64,
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<(), InvalidKey> {
+        if !self.public_base_url.is_empty() {
+            let url = url::Url::parse(&self.public_base_url).map_err(|e| {
+                invalid("http.public_base_url", format!("not an absolute URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(invalid(
+                    "http.public_base_url",
+                    "must be an http or https URL with a host",
+                ));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid(
+                    "http.public_base_url",
+                    "must not have a query or fragment",
+                ));
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1024..=131_072).contains(&self.max_header_bytes) {
+            return Err(invalid(
+                "http.max_header_bytes",
+                "must be between 1024 and 131072",
+            ));
+        }
+        // Deadlines of clients: long enough for a slow network, short
+        // enough to be deadlines at all.
+        for (key, value) in [
+            ("http.client_request_timeout", self.client_request_timeout),
+            ("http.client_body_timeout", self.client_body_timeout),
+            ("http.send_timeout", self.send_timeout),
+            ("http.keep_alive", self.keep_alive),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&value) {
+                return Err(invalid(key, "must be between 100ms and 1h"));
+            }
+        }
+        // Whole seconds: the server counts its shutdown timeout in them.
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.shutdown_timeout) {
+            return Err(invalid(
+                "http.shutdown_timeout",
+                "must be between 1s and 1h",
+            ));
+        }
+        if self.workers > 512 {
+            return Err(invalid(
+                "http.workers",
+                "must be at most 512 (0: one per core)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.access_log_ratio) {
+            return Err(invalid("http.access_log_ratio", "must be between 0 and 1"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,12 +146,52 @@ pub struct HttpSettings {
 pub struct LinkSettings {
     pub code_length: usize,
     pub code_key: SecretString,
-    pub id_block_size: u64,
+    pub id_block_size: NonZeroU64,
     pub max_url_length: usize,
-    pub blocked_hosts: Vec<String>,
+    #[serde(deserialize_with = "hosts")]
+    pub blocked_hosts: Vec<HostIdentity>,
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     pub admin_token: SecretString,
+}
+
+impl LinkSettings {
+    fn validate(&self) -> Result<(), InvalidKey> {
+        let code_length = self.code_length;
+        if !(MIN_CODE_LEN..=MAX_CODE_LEN).contains(&code_length) {
+            return Err(invalid(
+                "links.code_length",
+                format!("must be between {MIN_CODE_LEN} and {MAX_CODE_LEN}"),
+            ));
+        }
+        if let Some(key) = secret(&self.code_key) {
+            CodeKey::from_hex(key).map_err(|e| invalid("links.code_key", e.to_string()))?;
+        }
+        if !(64..=65_536).contains(&self.max_url_length) {
+            return Err(invalid(
+                "links.max_url_length",
+                "must be between 64 and 65536",
+            ));
+        }
+        if self.retention > links::link::MAX_LIFETIME.to_std().unwrap_or_default() {
+            return Err(invalid("links.retention", "must be at most 100 years"));
+        }
+        if secret(&self.admin_token).is_some_and(|token| token.len() < 16) {
+            return Err(invalid(
+                "links.admin_token",
+                "must be at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `links.blocked_hosts`: each a host name or address, checked as it is read.
+fn hosts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HostIdentity>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|host| HostIdentity::parse(host).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -112,12 +209,21 @@ pub struct StorageSettings {
     pub scylla: ScyllaSettings,
 }
 
+impl StorageSettings {
+    fn validate(&self) -> Result<(), InvalidKey> {
+        match self.backend {
+            StorageBackend::Sqlite => Ok(()),
+            StorageBackend::Scylla => self.scylla.validate(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteSettings {
     pub dir: PathBuf,
-    pub readers: usize,
-    pub max_in_flight: usize,
+    pub readers: NonZeroUsize,
+    pub max_in_flight: NonZeroUsize,
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
 }
@@ -127,6 +233,21 @@ pub struct SqliteSettings {
 pub struct CacheSettings {
     pub l1: L1Settings,
     pub redis: RedisSettings,
+}
+
+impl CacheSettings {
+    fn validate(&self) -> Result<(), InvalidKey> {
+        if self.redis.url().is_some() {
+            self.redis.validate()?;
+        }
+        if self.l1.max_bytes < 1 << 20 {
+            return Err(invalid("cache.l1.max_bytes", "must be at least 1 MiB"));
+        }
+        if self.l1.ttl.is_zero() {
+            return Err(invalid("cache.l1.ttl", "must be longer than zero"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,7 +263,7 @@ pub struct RedisSettings {
     pub ttl_jitter: f64,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    pub pool_size: usize,
+    pub pool_size: NonZeroUsize,
     pub breaker_failures: u32,
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
@@ -151,7 +272,35 @@ pub struct RedisSettings {
 impl RedisSettings {
     /// The URL, if L2 is configured.
     pub fn url(&self) -> Option<&str> {
-        Some(self.url.expose_secret()).filter(|u| !u.is_empty())
+        secret(&self.url)
+    }
+
+    fn validate(&self) -> Result<(), InvalidKey> {
+        let parsed = self.url().and_then(|url| url::Url::parse(url).ok());
+        // TLS (rediss://) is not compiled in: refused here rather than
+        // failing every call at run time behind an open breaker.
+        if !parsed.is_some_and(|u| matches!(u.scheme(), "redis" | "unix")) {
+            return Err(invalid(
+                "cache.redis.url",
+                "must be a redis:// or unix:// URL (this build has no TLS for Redis)",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(invalid("cache.redis.timeout", "must be longer than zero"));
+        }
+        if self.ttl.as_secs() < 1 || self.negative_ttl.as_secs() < 1 {
+            return Err(invalid(
+                "cache.redis.ttl",
+                "ttl and negative_ttl must be at least 1s",
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.ttl_jitter) {
+            return Err(invalid(
+                "cache.redis.ttl_jitter",
+                "must be between 0 and 0.5",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -176,10 +325,49 @@ pub enum EventBackend {
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
     pub backend: EventBackend,
-    pub queue_capacity: usize,
+    pub queue_capacity: NonZeroUsize,
     pub priority: runtime::background::Priority,
     pub inprocess: InProcessSettings,
     pub kafka: KafkaSettings,
+}
+
+impl EventSettings {
+    fn validate(&self) -> Result<(), InvalidKey> {
+        if self.inprocess.flush_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "events.inprocess.flush_interval",
+                "must be at least 10ms",
+            ));
+        }
+        match self.backend {
+            EventBackend::Inprocess => Ok(()),
+            EventBackend::Kafka => self.kafka.validate(),
+        }
+    }
+}
+
+/// `events.kafka.compression`: the codecs librdkafka offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The value of librdkafka's `compression.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,14 +378,42 @@ pub struct KafkaSettings {
     pub create_topic: bool,
     pub partitions: i32,
     pub replication_factor: i32,
-    pub max_buffered: u32,
+    pub max_buffered: NonZeroU32,
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    pub compression: String,
+    pub compression: Compression,
     #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
+}
+
+impl KafkaSettings {
+    fn validate(&self) -> Result<(), InvalidKey> {
+        settings::check_kafka(&self.brokers, &self.topic)?;
+        if self.partitions < 1 {
+            return Err(invalid("events.kafka.partitions", "must be at least 1"));
+        }
+        if self.replication_factor < 1 {
+            return Err(invalid(
+                "events.kafka.replication_factor",
+                "must be at least 1",
+            ));
+        }
+        if self.delivery_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "events.kafka.delivery_timeout",
+                "must be at least 1s",
+            ));
+        }
+        if self.linger >= self.delivery_timeout {
+            return Err(invalid(
+                "events.kafka.linger",
+                "must be shorter than events.kafka.delivery_timeout",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,280 +421,39 @@ pub struct KafkaSettings {
 pub struct InProcessSettings {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
-    pub max_pending_rows: usize,
+    pub max_pending_rows: NonZeroUsize,
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
-    settings::invalid(key, reason).into()
+/// A secret, if it is set (not empty).
+fn secret(value: &SecretString) -> Option<&str> {
+    Some(value.expose_secret()).filter(|v| !v.is_empty())
+}
+
+impl LoadSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
+    const LISTS: &'static [&'static str] = &["links.blocked_hosts", "storage.scylla.nodes"];
+
+    fn validate(&self) -> Result<(), InvalidKey> {
+        self.http.validate()?;
+        self.links.validate()?;
+        self.storage.validate()?;
+        self.cache.validate()?;
+        self.events.validate()?;
+        if self.events.backend == EventBackend::Kafka
+            && self.storage.backend != StorageBackend::Scylla
+        {
+            return Err(invalid(
+                "events.backend",
+                "\"kafka\" needs storage.backend = \"scylla\": shortener-worker \
+                 writes the counts that the stats API reads to ScyllaDB",
+            ));
+        }
+        self.log.validate()?;
+        self.traces.validate()
+    }
 }
 
 impl Settings {
-    /// Reads the configuration of this process.
-    pub fn load() -> Result<Self, SettingsError> {
-        Self::load_from(Some(&config_dir()), std::env::vars())
-    }
-
-    /// Reads defaults, then `dir/*.toml` if there is such a directory, then
-    /// the given environment.
-    pub fn load_from(
-        dir: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, SettingsError> {
-        let settings: Settings = settings::load(
-            DEFAULTS,
-            dir,
-            env,
-            &["links.blocked_hosts", "storage.scylla.nodes"],
-        )?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// The built-in defaults alone.
-    pub fn defaults() -> Self {
-        Self::load_from(None, std::iter::empty()).expect("the built-in defaults are valid")
-    }
-
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.listen_addr()?;
-        if !self.http.public_base_url.is_empty() {
-            let url = url::Url::parse(&self.http.public_base_url).map_err(|e| {
-                invalid("http.public_base_url", format!("not an absolute URL: {e}"))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(invalid(
-                    "http.public_base_url",
-                    "must be an http or https URL with a host",
-                ));
-            }
-            if url.query().is_some() || url.fragment().is_some() {
-                return Err(invalid(
-                    "http.public_base_url",
-                    "must not have a query or fragment",
-                ));
-            }
-        }
-        if self.http.max_body_bytes < 1024 {
-            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
-        }
-        if !(1024..=131_072).contains(&self.http.max_header_bytes) {
-            return Err(invalid(
-                "http.max_header_bytes",
-                "must be between 1024 and 131072",
-            ));
-        }
-        // Deadlines of clients: long enough for a slow network, short
-        // enough to be deadlines at all.
-        for (key, value) in [
-            (
-                "http.client_request_timeout",
-                self.http.client_request_timeout,
-            ),
-            ("http.client_body_timeout", self.http.client_body_timeout),
-            ("http.send_timeout", self.http.send_timeout),
-            ("http.keep_alive", self.http.keep_alive),
-        ] {
-            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&value) {
-                return Err(invalid(key, "must be between 100ms and 1h"));
-            }
-        }
-        // Whole seconds: the server counts its shutdown timeout in them.
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
-            .contains(&self.http.shutdown_timeout)
-        {
-            return Err(invalid(
-                "http.shutdown_timeout",
-                "must be between 1s and 1h",
-            ));
-        }
-        if self.http.workers > 512 {
-            return Err(invalid(
-                "http.workers",
-                "must be at most 512 (0: one per core)",
-            ));
-        }
-        if self.http.max_connections == 0 {
-            return Err(invalid("http.max_connections", "must be at least 1"));
-        }
-        if !self.http.country_header.is_empty()
-            && actix_web::http::header::HeaderName::try_from(self.http.country_header.as_str())
-                .is_err()
-        {
-            return Err(invalid("http.country_header", "not a valid header name"));
-        }
-        let code_length = self.links.code_length;
-        if !(links::codegen::MIN_CODE_LEN..=links::codegen::MAX_CODE_LEN).contains(&code_length) {
-            return Err(invalid(
-                "links.code_length",
-                format!(
-                    "must be between {} and {}",
-                    links::codegen::MIN_CODE_LEN,
-                    links::codegen::MAX_CODE_LEN
-                ),
-            ));
-        }
-        if let Some(key) = self.code_key() {
-            links::codegen::CodeKey::from_hex(key)
-                .map_err(|e| invalid("links.code_key", e.to_string()))?;
-        }
-        if self.links.id_block_size == 0 {
-            return Err(invalid("links.id_block_size", "must be at least 1"));
-        }
-        if !(64..=65_536).contains(&self.links.max_url_length) {
-            return Err(invalid(
-                "links.max_url_length",
-                "must be between 64 and 65536",
-            ));
-        }
-        for host in &self.links.blocked_hosts {
-            links::HostIdentity::parse(host)
-                .map_err(|e| invalid("links.blocked_hosts", e.to_string()))?;
-        }
-        if self.links.retention > links::link::MAX_LIFETIME.to_std().unwrap_or_default() {
-            return Err(invalid("links.retention", "must be at most 100 years"));
-        }
-        let token = self.links.admin_token.expose_secret();
-        if !token.is_empty() && token.len() < 16 {
-            return Err(invalid(
-                "links.admin_token",
-                "must be at least 16 characters",
-            ));
-        }
-        if self.storage.sqlite.readers == 0 {
-            return Err(invalid("storage.sqlite.readers", "must be at least 1"));
-        }
-        if self.storage.sqlite.max_in_flight == 0 {
-            return Err(invalid(
-                "storage.sqlite.max_in_flight",
-                "must be at least 1",
-            ));
-        }
-        if self.storage.backend == StorageBackend::Scylla {
-            self.storage.scylla.validate()?;
-        }
-        if let Some(url) = self.cache.redis.url() {
-            let parsed = url::Url::parse(url).ok();
-            // TLS (rediss://) is not compiled in: refused here rather than
-            // failing every call at run time behind an open breaker.
-            if !parsed.is_some_and(|u| matches!(u.scheme(), "redis" | "unix")) {
-                return Err(invalid(
-                    "cache.redis.url",
-                    "must be a redis:// or unix:// URL (this build has no TLS for Redis)",
-                ));
-            }
-            let redis = &self.cache.redis;
-            if redis.timeout.is_zero() {
-                return Err(invalid("cache.redis.timeout", "must be longer than zero"));
-            }
-            if redis.ttl.as_secs() < 1 || redis.negative_ttl.as_secs() < 1 {
-                return Err(invalid(
-                    "cache.redis.ttl",
-                    "ttl and negative_ttl must be at least 1s",
-                ));
-            }
-            if !(0.0..=0.5).contains(&redis.ttl_jitter) {
-                return Err(invalid(
-                    "cache.redis.ttl_jitter",
-                    "must be between 0 and 0.5",
-                ));
-            }
-            if redis.pool_size == 0 {
-                return Err(invalid("cache.redis.pool_size", "must be at least 1"));
-            }
-        }
-        if self.cache.l1.max_bytes < 1 << 20 {
-            return Err(invalid("cache.l1.max_bytes", "must be at least 1 MiB"));
-        }
-        if self.cache.l1.ttl.is_zero() {
-            return Err(invalid("cache.l1.ttl", "must be longer than zero"));
-        }
-        if self.events.queue_capacity == 0 {
-            return Err(invalid("events.queue_capacity", "must be at least 1"));
-        }
-        if self.events.inprocess.flush_interval < Duration::from_millis(10) {
-            return Err(invalid(
-                "events.inprocess.flush_interval",
-                "must be at least 10ms",
-            ));
-        }
-        if self.events.inprocess.max_pending_rows == 0 {
-            return Err(invalid(
-                "events.inprocess.max_pending_rows",
-                "must be at least 1",
-            ));
-        }
-        if self.events.backend == EventBackend::Kafka {
-            let kafka = &self.events.kafka;
-            if kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
-                return Err(invalid("events.kafka.brokers", "name at least one broker"));
-            }
-            if !settings::is_topic_name(&kafka.topic) {
-                return Err(invalid(
-                    "events.kafka.topic",
-                    "1 to 249 letters, digits, '.', '_' or '-'",
-                ));
-            }
-            if kafka.partitions < 1 {
-                return Err(invalid("events.kafka.partitions", "must be at least 1"));
-            }
-            if kafka.replication_factor < 1 {
-                return Err(invalid(
-                    "events.kafka.replication_factor",
-                    "must be at least 1",
-                ));
-            }
-            if kafka.max_buffered == 0 {
-                return Err(invalid("events.kafka.max_buffered", "must be at least 1"));
-            }
-            if kafka.delivery_timeout < Duration::from_secs(1) {
-                return Err(invalid(
-                    "events.kafka.delivery_timeout",
-                    "must be at least 1s",
-                ));
-            }
-            if kafka.linger >= kafka.delivery_timeout {
-                return Err(invalid(
-                    "events.kafka.linger",
-                    "must be shorter than events.kafka.delivery_timeout",
-                ));
-            }
-            if !matches!(
-                kafka.compression.as_str(),
-                "none" | "gzip" | "snappy" | "lz4" | "zstd"
-            ) {
-                return Err(invalid(
-                    "events.kafka.compression",
-                    "none, gzip, snappy, lz4 or zstd",
-                ));
-            }
-            if self.storage.backend != StorageBackend::Scylla {
-                return Err(invalid(
-                    "events.backend",
-                    "\"kafka\" needs storage.backend = \"scylla\": shortener-worker \
-                     writes the counts that the stats API reads to ScyllaDB",
-                ));
-            }
-        }
-        self.log
-            .validate()
-            .map_err(|reason| invalid("log.level", reason))?;
-        self.traces.validate()?;
-        self.metrics.listen_addr()?;
-        if !(0.0..=1.0).contains(&self.http.access_log_ratio) {
-            return Err(invalid("http.access_log_ratio", "must be between 0 and 1"));
-        }
-        Ok(())
-    }
-
-    pub fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
-        self.http.listen.parse().map_err(|_| {
-            invalid(
-                "http.listen",
-                "must be an IP address and port, like 127.0.0.1:8080",
-            )
-        })
-    }
-
     /// The longest a store call may take.
     pub fn storage_timeout(&self) -> Duration {
         match self.storage.backend {
@@ -489,12 +464,12 @@ impl Settings {
 
     /// The configured code key, if any.
     pub fn code_key(&self) -> Option<&str> {
-        Some(self.links.code_key.expose_secret()).filter(|k| !k.is_empty())
+        secret(&self.links.code_key)
     }
 
     /// The configured admin token, if any.
     pub fn admin_token(&self) -> Option<&str> {
-        Some(self.links.admin_token.expose_secret()).filter(|k| !k.is_empty())
+        secret(&self.links.admin_token)
     }
 }
 
@@ -510,7 +485,12 @@ mod tests {
     #[test]
     fn defaults_are_the_embedded_default() {
         let s = Settings::defaults();
-        assert_eq!(s.http.listen, "127.0.0.1:8080");
+        assert_eq!(s.http.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(s.metrics.listen, None);
+        assert_eq!(
+            s.http.country_header,
+            Some(HeaderName::from_static("cloudfront-viewer-country"))
+        );
         assert_eq!(s.storage.backend, StorageBackend::Sqlite);
         assert_eq!(s.events.backend, EventBackend::Inprocess);
         assert_eq!(s.links.code_length, 7);
@@ -529,14 +509,31 @@ mod tests {
                 "evil.example,worse.example",
             ),
             ("SHORTENER__HTTP__WORKERS", "3"),
+            (
+                "SHORTENER__HTTP__COUNTRY_HEADER",
+                "CloudFront-Viewer-Country",
+            ),
+            ("SHORTENER__METRICS__LISTEN", "127.0.0.1:9464"),
+            ("SHORTENER__EVENTS__KAFKA__COMPRESSION", "zstd"),
             ("OTHER__HTTP__LISTEN", "ignored"),
         ])
         .expect("valid");
-        assert_eq!(s.http.listen, "0.0.0.0:9000");
+        assert_eq!(s.http.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
         assert_eq!(s.http.public_base_url, "https://sho.rt");
         assert_eq!(s.cache.l1.ttl, Duration::from_secs(600));
-        assert_eq!(s.links.blocked_hosts, ["evil.example", "worse.example"]);
+        let hosts =
+            ["evil.example", "worse.example"].map(|h| HostIdentity::parse(h).expect("valid"));
+        assert_eq!(s.links.blocked_hosts, hosts);
         assert_eq!(s.http.workers, 3);
+        assert_eq!(
+            s.http.country_header,
+            Some(HeaderName::from_static("cloudfront-viewer-country"))
+        );
+        assert_eq!(
+            s.metrics.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        assert_eq!(s.events.kafka.compression, Compression::Zstd);
     }
 
     #[test]
@@ -555,7 +552,7 @@ mod tests {
         )];
         let s = Settings::load_from(Some(dir.path()), env).expect("valid");
         assert_eq!(s.http.workers, 5);
-        assert_eq!(s.http.listen, "127.0.0.1:2");
+        assert_eq!(s.http.listen, SocketAddr::from(([127, 0, 0, 1], 2)));
     }
 
     #[test]
@@ -582,7 +579,36 @@ mod tests {
                 "SHORTENER__LINKS__CODE_KEY",
             ),
             ("SHORTENER__LOG__LEVEL", "info,[", "SHORTENER__LOG__LEVEL"),
-            ("SHORTENER__HTTP__WORKERS", "many", "http.workers"),
+            (
+                "SHORTENER__HTTP__WORKERS",
+                "many",
+                "SHORTENER__HTTP__WORKERS",
+            ),
+            (
+                "SHORTENER__HTTP__MAX_CONNECTIONS",
+                "0",
+                "SHORTENER__HTTP__MAX_CONNECTIONS",
+            ),
+            (
+                "SHORTENER__HTTP__COUNTRY_HEADER",
+                "not a header",
+                "SHORTENER__HTTP__COUNTRY_HEADER",
+            ),
+            (
+                "SHORTENER__METRICS__LISTEN",
+                "localhost",
+                "SHORTENER__METRICS__LISTEN",
+            ),
+            (
+                "SHORTENER__EVENTS__KAFKA__COMPRESSION",
+                "brotli",
+                "SHORTENER__EVENTS__KAFKA__COMPRESSION",
+            ),
+            (
+                "SHORTENER__STORAGE__SQLITE__READERS",
+                "0",
+                "SHORTENER__STORAGE__SQLITE__READERS",
+            ),
             (
                 "SHORTENER__HTTP__WORKERS",
                 "513",
@@ -608,8 +634,16 @@ mod tests {
                 "a..b",
                 "SHORTENER__LINKS__BLOCKED_HOSTS",
             ),
-            ("SHORTENER__CACHE__L1__TTL", "soon", "cache.l1.ttl"),
-            ("SHORTENER__STORAGE__BACKEND", "oracle", "storage.backend"),
+            (
+                "SHORTENER__CACHE__L1__TTL",
+                "soon",
+                "SHORTENER__CACHE__L1__TTL",
+            ),
+            (
+                "SHORTENER__STORAGE__BACKEND",
+                "oracle",
+                "SHORTENER__STORAGE__BACKEND",
+            ),
             (
                 "SHORTENER__CACHE__REDIS__URL",
                 "http://cache:6379",

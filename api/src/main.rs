@@ -1,4 +1,8 @@
-use shortener_api::{Application, config::Settings, startup};
+use shortener_api::{
+    Application,
+    config::{LoadSettings, Settings},
+    startup,
+};
 
 const USAGE: &str = "usage: shortener-api [serve | migrate]
   serve    run the service (the default)

@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use serde_yaml_ng::Value;
-use shortener_api::config::{EventBackend, Settings, StorageBackend};
+use shortener_api::config::{EventBackend, LoadSettings, Settings, StorageBackend};
 
 fn infra(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -114,7 +114,7 @@ fn the_api_environment_is_a_valid_production_configuration() {
                 .iter()
                 .any(|(dc, _)| *dc == settings.storage.scylla.local_dc)
         );
-        let port = settings.listen_addr().expect("listen address").port();
+        let port = settings.http.listen.port();
         assert_eq!(port, 8080);
     }
     let migrate = service(&compose, "migrate");
@@ -208,18 +208,13 @@ fn prometheus_scrapes_every_instance_on_its_metrics_port_with_the_rules_and_graf
     let compose = compose();
     let api = Settings::load_from(None, environment(service(&compose, "api-1")))
         .expect("the API's environment is valid");
-    let api_port = api
-        .metrics
-        .listen_addr()
-        .expect("valid")
-        .expect("an admin listener")
-        .port();
+    let api_port = api.metrics.listen.expect("an admin listener").port();
     let worker = shortener_worker::config::Settings::load_from(
         None,
         environment(service(&compose, "worker")),
     )
     .expect("the worker's environment is valid");
-    let worker_port = worker.worker.metrics_addr().expect("valid").port();
+    let worker_port = worker.worker.metrics_listen.port();
     // Both send spans to the compose file's Jaeger.
     assert_eq!(api.traces.endpoint, "http://jaeger:4317");
     assert_eq!(worker.traces.endpoint, "http://jaeger:4317");

@@ -5,13 +5,18 @@
 //! Layers, each overriding the one before: the binary's built-in defaults
 //! (its `defaults.toml`, which documents every key), then `config/*.toml`
 //! in name order, then environment variables `SHORTENER__SECTION__KEY`.
-//! Each binary deserializes the result into its own settings and checks
-//! them at start.
+//! Each binary deserializes the result straight into its own typed
+//! settings ([`LoadSettings`]) and checks them, section by section, at
+//! start; every error names the key and its environment variable.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::Display,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
-use config::{Config, Environment, File, FileFormat};
-use serde::Deserialize;
+use config::{Config, ConfigError, Environment, File, FileFormat};
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use tracing_subscriber::EnvFilter;
 
 const ENV_PREFIX: &str = "SHORTENER";
@@ -30,9 +35,78 @@ pub enum SettingsError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// A value that does not parse as its key's type.
+    #[error("configuration key {key} (environment {env}): {source}")]
+    Value {
+        key: String,
+        env: String,
+        source: Box<ConfigError>,
+    },
     /// Read, but a value is not acceptable.
     #[error(transparent)]
     Invalid(#[from] InvalidKey),
+}
+
+/// A binary's settings: its built-in defaults, the keys that take lists,
+/// and the checks its values must pass. Loading is the same for all.
+pub trait LoadSettings: DeserializeOwned {
+    /// The built-in defaults (a `defaults.toml`, which documents every key).
+    const DEFAULTS: &'static str;
+    /// Keys whose environment variable holds a comma-separated list.
+    const LISTS: &'static [&'static str] = &[];
+
+    /// Checks what the types do not: ranges, and keys that depend on
+    /// each other.
+    fn validate(&self) -> Result<(), InvalidKey>;
+
+    /// Reads the configuration of this process.
+    fn load() -> Result<Self, SettingsError> {
+        Self::load_from(Some(&config_dir()), std::env::vars())
+    }
+
+    /// Reads the defaults, then `dir/*.toml` if there is such a directory,
+    /// then the given environment, and checks the result.
+    fn load_from(
+        dir: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let settings: Self = load(Self::DEFAULTS, dir, env, Self::LISTS)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The built-in defaults alone.
+    fn defaults() -> Self {
+        Self::load_from(None, std::iter::empty()).expect("the built-in defaults are valid")
+    }
+}
+
+/// For `#[serde(deserialize_with = …)]`: an empty string is `None`,
+/// anything else must parse as `T`.
+pub fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// For `#[serde(deserialize_with = …)]`: a value that must parse as `T`
+/// (for types that parse from text but do not implement `Deserialize`).
+pub fn parsed<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    String::deserialize(deserializer)?
+        .parse()
+        .map_err(serde::de::Error::custom)
 }
 
 /// A value the configuration cannot hold: the key, the environment
@@ -101,7 +175,41 @@ pub fn load<T: serde::de::DeserializeOwned>(
     for key in lists {
         environment = environment.with_list_parse_key(key);
     }
-    Ok(builder.add_source(environment).build()?.try_deserialize()?)
+    builder
+        .add_source(environment)
+        .build()?
+        .try_deserialize()
+        .map_err(name_the_key)
+}
+
+/// A value of the wrong type names its key and environment variable, as
+/// the checks of values do.
+fn name_the_key(error: ConfigError) -> SettingsError {
+    let key = match &error {
+        ConfigError::Type { key: Some(key), .. } | ConfigError::At { key: Some(key), .. } => {
+            key.clone()
+        }
+        _ => return SettingsError::Config(error),
+    };
+    SettingsError::Value {
+        env: env_name(&key),
+        key,
+        source: Box::new(error),
+    }
+}
+
+/// Where click events are: the same two keys in both binaries.
+pub fn check_kafka(brokers: &str, topic: &str) -> Result<(), InvalidKey> {
+    if brokers.split(',').all(|b| b.trim().is_empty()) {
+        return Err(invalid("events.kafka.brokers", "name at least one broker"));
+    }
+    if !is_topic_name(topic) {
+        return Err(invalid(
+            "events.kafka.topic",
+            "1 to 249 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    Ok(())
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, SettingsError> {
@@ -139,11 +247,11 @@ pub struct LogSettings {
 }
 
 impl LogSettings {
-    /// Checks the level filter; the error says what is wrong with it.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the level filter.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
         EnvFilter::try_new(&self.level)
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| invalid("log.level", e.to_string()))
     }
 }
 

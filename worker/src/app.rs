@@ -137,7 +137,7 @@ impl Worker {
         }
         let w = &settings.worker;
         let metrics = Arc::new(WorkerMetrics::new());
-        let addr = w.metrics_addr()?;
+        let addr = w.metrics_listen;
         let tasks = Tasks::new();
         let metrics_server = TcpListener::bind(addr)
             .and_then(|listener| metrics::serve(listener, Arc::clone(&metrics), &tasks))
@@ -147,7 +147,7 @@ impl Worker {
             store,
             settings.events.kafka.topic.clone(),
             w.cached_rows,
-            w.write_concurrency,
+            w.write_concurrency.get(),
             w.max_backoff,
             metrics.scylla_failures.clone(),
         );
@@ -300,7 +300,7 @@ impl Worker {
             .filter(|s| s.writable())
             .map(Source::pending_rows)
             .sum();
-        rows >= self.settings.worker.max_pending_rows
+        rows >= self.settings.worker.max_pending_rows.get()
             || self.dead_letters.waiting() >= MAX_WAITING_LETTERS
     }
 

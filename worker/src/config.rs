@@ -4,11 +4,11 @@
 //! the sections it needs and ignores the API's, so one file can configure
 //! both. Everything is checked at start, and an error names the bad key.
 
-use std::{path::Path, time::Duration};
+use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 
-pub use runtime::settings::SettingsError;
+pub use runtime::settings::{LoadSettings, SettingsError};
 use runtime::{
-    settings::{self, LogSettings, config_dir},
+    settings::{self, InvalidKey, LogSettings, invalid},
     telemetry::TraceSettings,
 };
 use serde::Deserialize;
@@ -51,8 +51,8 @@ pub struct WorkerSettings {
     pub dead_letter_topic: String,
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
-    pub max_pending_rows: usize,
-    pub write_concurrency: usize,
+    pub max_pending_rows: NonZeroUsize,
+    pub write_concurrency: NonZeroUsize,
     pub cached_rows: u64,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
@@ -63,102 +63,57 @@ pub struct WorkerSettings {
     pub max_poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    pub metrics_listen: String,
+    /// Where `/metrics` is served.
+    pub metrics_listen: SocketAddr,
 }
 
 impl WorkerSettings {
-    /// Where `/metrics` is served.
-    pub fn metrics_addr(&self) -> Result<std::net::SocketAddr, SettingsError> {
-        self.metrics_listen.parse().map_err(|_| {
-            invalid(
-                "worker.metrics_listen",
-                "not an address such as 0.0.0.0:9465",
-            )
-        })
-    }
-}
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
-    settings::invalid(key, reason).into()
-}
-
-impl Settings {
-    /// Reads the configuration of this process.
-    pub fn load() -> Result<Self, SettingsError> {
-        Self::load_from(Some(&config_dir()), std::env::vars())
-    }
-
-    /// Reads defaults, then `dir/*.toml` if there is such a directory, then
-    /// the given environment.
-    pub fn load_from(
-        dir: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, SettingsError> {
-        let settings: Settings = settings::load(DEFAULTS, dir, env, &["storage.scylla.nodes"])?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// The built-in defaults alone.
-    pub fn defaults() -> Self {
-        Self::load_from(None, std::iter::empty()).expect("the built-in defaults are valid")
-    }
-
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.storage.scylla.validate()?;
-        let kafka = &self.events.kafka;
-        if kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
-            return Err(invalid("events.kafka.brokers", "name at least one broker"));
-        }
-        if !settings::is_topic_name(&kafka.topic) {
-            return Err(invalid(
-                "events.kafka.topic",
-                "1 to 249 letters, digits, '.', '_' or '-'",
-            ));
-        }
-        let w = &self.worker;
-        if w.group.trim().is_empty() {
+    fn validate(&self, topic: &str) -> Result<(), InvalidKey> {
+        if self.group.trim().is_empty() {
             return Err(invalid("worker.group", "must not be empty"));
         }
-        if !settings::is_topic_name(&w.dead_letter_topic) || w.dead_letter_topic == kafka.topic {
+        if !settings::is_topic_name(&self.dead_letter_topic) || self.dead_letter_topic == topic {
             return Err(invalid(
                 "worker.dead_letter_topic",
                 "1 to 249 letters, digits, '.', '_' or '-', other than events.kafka.topic",
             ));
         }
-        if w.flush_interval < Duration::from_millis(10) {
+        if self.flush_interval < Duration::from_millis(10) {
             return Err(invalid("worker.flush_interval", "must be at least 10ms"));
         }
-        if w.max_pending_rows == 0 {
-            return Err(invalid("worker.max_pending_rows", "must be at least 1"));
-        }
-        if w.write_concurrency == 0 {
-            return Err(invalid("worker.write_concurrency", "must be at least 1"));
-        }
-        if w.max_backoff < Duration::from_millis(50) {
+        if self.max_backoff < Duration::from_millis(50) {
             return Err(invalid("worker.max_backoff", "must be at least 50ms"));
         }
-        if !(1..=2_097_151).contains(&w.prefetch_kbytes) {
+        if !(1..=2_097_151).contains(&self.prefetch_kbytes) {
             return Err(invalid(
                 "worker.prefetch_kbytes",
                 "must be between 1 and 2097151",
             ));
         }
-        if w.session_timeout < Duration::from_secs(1) {
+        if self.session_timeout < Duration::from_secs(1) {
             return Err(invalid("worker.session_timeout", "must be at least 1s"));
         }
-        if w.max_poll_interval <= w.session_timeout {
+        if self.max_poll_interval <= self.session_timeout {
             return Err(invalid(
                 "worker.max_poll_interval",
                 "must be longer than worker.session_timeout",
             ));
         }
-        self.log
-            .validate()
-            .map_err(|reason| invalid("log.level", reason))?;
-        self.traces.validate()?;
-        w.metrics_addr()?;
         Ok(())
+    }
+}
+
+impl LoadSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
+    const LISTS: &'static [&'static str] = &["storage.scylla.nodes"];
+
+    fn validate(&self) -> Result<(), InvalidKey> {
+        self.storage.scylla.validate()?;
+        let kafka = &self.events.kafka;
+        settings::check_kafka(&kafka.brokers, &kafka.topic)?;
+        self.worker.validate(&kafka.topic)?;
+        self.log.validate()?;
+        self.traces.validate()
     }
 }
 
@@ -204,6 +159,9 @@ mod tests {
             ("SHORTENER__WORKER__MAX_POLL_INTERVAL", "5s"),
             ("SHORTENER__STORAGE__SCYLLA__REPLICATION", "dc1"),
             ("SHORTENER__EVENTS__KAFKA__TOPIC", "no spaces"),
+            ("SHORTENER__WORKER__METRICS_LISTEN", "localhost"),
+            ("SHORTENER__WORKER__WRITE_CONCURRENCY", "0"),
+            ("SHORTENER__WORKER__CACHED_ROWS", "lots"),
         ];
         for (name, value) in cases {
             let err = load(&[(name, value)]).expect_err(name).to_string();

@@ -1,4 +1,7 @@
-use shortener_worker::{Worker, config::Settings};
+use shortener_worker::{
+    Worker,
+    config::{LoadSettings, Settings},
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

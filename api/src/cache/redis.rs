@@ -146,7 +146,7 @@ impl RedisCache {
         let url = settings.url().unwrap_or_default();
         let mut config = Config::from_url(url);
         config.pool = Some(PoolConfig {
-            max_size: settings.pool_size,
+            max_size: settings.pool_size.get(),
             timeouts: Timeouts {
                 wait: Some(settings.timeout),
                 create: Some(settings.timeout),

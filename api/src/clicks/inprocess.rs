@@ -85,14 +85,15 @@ impl InProcessSink {
 #[async_trait]
 impl ClickSink for InProcessSink {
     async fn accept(&mut self, event: ClickEvent, _: Trace) {
-        if self.unwritten.rows() >= self.settings.max_pending_rows {
+        if self.unwritten.rows() >= self.settings.max_pending_rows.get() {
             // The store has failed long enough to fill the buffer: memory
             // stays bounded, and the loss is counted.
             self.metrics.clicks_dropped.inc();
             return;
         }
         self.aggregator.record(&event);
-        if self.aggregator.pending_rows() + self.unwritten.rows() >= self.settings.max_pending_rows
+        if self.aggregator.pending_rows() + self.unwritten.rows()
+            >= self.settings.max_pending_rows.get()
         {
             self.flush().await;
         }
@@ -192,7 +193,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let settings = InProcessSettings {
             flush_interval: Duration::from_secs(1),
-            max_pending_rows: 100,
+            max_pending_rows: std::num::NonZeroUsize::new(100).expect("not zero"),
         };
         let mut sink = InProcessSink::new(
             Arc::new(Down),

@@ -104,7 +104,7 @@ fn producer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("client.id", "shortener-api")
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", &settings.compression)
+        .set("compression.type", settings.compression.as_str())
         .set("linger.ms", settings.linger.as_millis().to_string())
         .set(
             "queue.buffering.max.messages",

@@ -25,8 +25,8 @@ const ADMIN_CONNECTIONS: usize = 64;
 pub(super) fn server_options(http: &HttpSettings, metrics: &Metrics) -> ServerOptions {
     let workers = server::worker_count(http.workers);
     let fd_limit = server::raise_fd_limit();
-    let per_worker = server::connections_per_worker(http.max_connections, workers, fd_limit);
-    if per_worker < http.max_connections {
+    let per_worker = server::connections_per_worker(http.max_connections.get(), workers, fd_limit);
+    if per_worker < http.max_connections.get() {
         tracing::warn!(
             configured = http.max_connections,
             per_worker,

@@ -16,7 +16,6 @@ use std::{
 use actix_web::{
     App,
     dev::{Server, ServerHandle},
-    http::header::HeaderName,
     middleware::{Condition, from_fn},
     web,
 };
@@ -119,7 +118,7 @@ impl Application {
         settings: Settings,
         store: Arc<dyn LinkStore>,
     ) -> Result<Self, StartupError> {
-        let requested = settings.listen_addr()?;
+        let requested = settings.http.listen;
         let listener = server::bind(requested).map_err(|source| StartupError::Bind {
             addr: requested,
             source,
@@ -143,10 +142,7 @@ impl Application {
         if let Some(maintenance) = Arc::clone(&store).maintenance() {
             tasks.spawn_until_stopped(maintenance);
         }
-        let admin_addr = settings
-            .metrics
-            .listen_addr()?
-            .filter(|_| settings.metrics.enabled);
+        let admin_addr = settings.metrics.listen.filter(|_| settings.metrics.enabled);
         let admin_listener = admin_addr
             .map(|addr| server::bind(addr).map_err(|source| StartupError::Bind { addr, source }))
             .transpose()?;
@@ -158,11 +154,12 @@ impl Application {
         let generator =
             CodeGenerator::for_store(store.as_ref(), key.as_ref(), settings.links.code_length)
                 .await?;
-        let codes = CodeAllocator::new(generator, store.clone(), settings.links.id_block_size);
+        let codes =
+            CodeAllocator::new(generator, store.clone(), settings.links.id_block_size.get());
 
         let sink = click_sink(&settings, &store, &metrics).await?;
         let pipeline = ClickPipeline::start(
-            settings.events.queue_capacity,
+            settings.events.queue_capacity.get(),
             sink,
             settings.events.priority,
             metrics.clone(),
@@ -177,9 +174,7 @@ impl Application {
             clicks: pipeline.queue(),
             url_policy,
             public_base,
-            country_header: Some(settings.http.country_header.as_str())
-                .filter(|h| !h.is_empty())
-                .and_then(|h| HeaderName::try_from(h).ok()),
+            country_header: settings.http.country_header.clone(),
             admin_token: settings.admin_token().map(TokenDigest::of),
             metrics: metrics.clone(),
             tracing: settings.traces.enabled(),

@@ -24,8 +24,8 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
             let sqlite = &settings.storage.sqlite;
             let store = SqliteStore::open(SqliteOptions {
                 dir: sqlite.dir.clone(),
-                readers: sqlite.readers,
-                max_in_flight: sqlite.max_in_flight,
+                readers: sqlite.readers.get(),
+                max_in_flight: sqlite.max_in_flight.get(),
                 busy_timeout: sqlite.busy_timeout,
                 retention,
                 background: settings.events.priority,
@@ -59,11 +59,7 @@ pub(super) fn url_policy(
     public_base: &str,
     listening: SocketAddr,
 ) -> UrlPolicy {
-    let configured = settings
-        .links
-        .blocked_hosts
-        .iter()
-        .filter_map(|host| HostIdentity::parse(host).ok());
+    let configured = settings.links.blocked_hosts.iter().cloned();
     let own = host_of(public_base)
         .into_iter()
         .chain([HostIdentity::of_ip(listening.ip())]);

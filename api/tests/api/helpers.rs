@@ -19,7 +19,11 @@ use links::{
 };
 use reqwest::{Client, Response, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
-use shortener_api::{Application, config::Settings, startup::open_store};
+use shortener_api::{
+    Application,
+    config::{LoadSettings, Settings},
+    startup::open_store,
+};
 use stores::fixtures::{DropKeyspace, scylla_test_options};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -163,7 +167,7 @@ impl Tier {
     pub fn settings(&self) -> Settings {
         let mut settings =
             Settings::load_from(None, self.env.clone()).expect("valid test settings");
-        settings.http.listen = "127.0.0.1:0".into();
+        settings.http.listen = ([127, 0, 0, 1], 0).into();
         settings.http.workers = 2;
         settings.http.shutdown_timeout = Duration::from_secs(5);
         settings.events.inprocess.flush_interval = Duration::from_millis(100);

@@ -174,7 +174,9 @@ fn base62(mut n: u128) -> String {
 async fn links_back_to_the_service_are_refused_however_spelt() {
     let app = spawn_app_with(|s| {
         s.http.public_base_url = "https://Sho.RT".into();
-        s.links.blocked_hosts = vec!["evil.example".into(), "[2001:db8::1]".into()];
+        s.links.blocked_hosts = ["evil.example", "[2001:db8::1]"]
+            .map(|host| links::HostIdentity::parse(host).expect("valid"))
+            .to_vec();
     })
     .await;
     for url in [

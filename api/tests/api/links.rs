@@ -1,6 +1,6 @@
 //! Creating, following and managing links.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, num::NonZeroU64};
 
 use chrono::{Duration, Utc};
 use futures_util::future::join_all;
@@ -66,7 +66,8 @@ async fn links_answer_with_their_own_redirect_status() {
 
 #[tokio::test]
 async fn concurrent_creates_get_distinct_codes() {
-    let app = spawn_app_with(|s| s.links.id_block_size = 7).await;
+    let app =
+        spawn_app_with(|s| s.links.id_block_size = NonZeroU64::new(7).expect("not zero")).await;
     let creates =
         (0..100).map(|i| app.create_ok(json!({ "url": format!("https://example.com/{i}") })));
     let bodies = join_all(creates).await;
@@ -455,7 +456,7 @@ async fn generated_codes_never_take_an_alias() {
     let generator = CodeGenerator::new(&key, 7).expect("generator");
     let app = spawn_app_with(|s| {
         s.links.code_key = key.to_hex().into();
-        s.links.id_block_size = 10;
+        s.links.id_block_size = NonZeroU64::new(10).expect("not zero");
     })
     .await;
     // The code of an id not yet leased: the alias sets it aside.

@@ -2,7 +2,10 @@
 //! deadline, and a graceful stop does not wait for a stalled upload. (The
 //! same by the thousand, against the real binary: `tests/siege`.)
 
-use std::time::{Duration, Instant};
+use std::{
+    num::NonZeroUsize,
+    time::{Duration, Instant},
+};
 
 use reqwest::StatusCode;
 use tokio::{
@@ -130,7 +133,9 @@ async fn a_client_that_does_not_read_is_disconnected() {
 
 #[tokio::test]
 async fn connections_are_counted_against_their_limit() {
-    let app = spawn_app_with(|s| s.http.max_connections = 300).await;
+    let app =
+        spawn_app_with(|s| s.http.max_connections = NonZeroUsize::new(300).expect("not zero"))
+            .await;
     assert_eq!(app.metric("shortener_http_connections_limit").await, 600.0);
     let addr = app.address.trim_start_matches("http://").to_owned();
     let before = app.metric("shortener_http_connections").await;
@@ -323,8 +328,8 @@ async fn probes_on_the_admin_listener_are_not_kept_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tier = crate::helpers::Tier::new(dir.path());
     let mut settings = tier.settings();
-    settings.http.max_connections = 2;
-    settings.metrics.listen = "127.0.0.1:0".into();
+    settings.http.max_connections = NonZeroUsize::new(2).expect("not zero");
+    settings.metrics.listen = Some(([127, 0, 0, 1], 0).into());
     let store = shortener_api::startup::open_store(&settings)
         .await
         .expect("store");

@@ -76,7 +76,7 @@ fn kafka_app_settings(topic: String) -> impl FnOnce(&mut shortener_api::config::
         s.events.kafka.topic = topic;
         s.events.kafka.partitions = 3;
         // Small enough that an outage of seconds under load fills it.
-        s.events.kafka.max_buffered = 5_000;
+        s.events.kafka.max_buffered = std::num::NonZeroU32::new(5_000).expect("not zero");
     }
 }
 

@@ -8,7 +8,7 @@ mod observability;
 
 use std::time::Duration;
 
-use shortener_api::config::{EventBackend, Settings, StorageBackend};
+use shortener_api::config::{EventBackend, LoadSettings, Settings, StorageBackend};
 use shortener_testkit::{deployment::Deployment, stack::brokers};
 
 /// An API on the deployment's keyspace and topic (production tier, events
@@ -16,7 +16,7 @@ use shortener_testkit::{deployment::Deployment, stack::brokers};
 pub fn api_settings(deployment: &Deployment) -> Settings {
     let mut s = Settings::defaults();
     let o = &deployment.options;
-    s.http.listen = "127.0.0.1:0".into();
+    s.http.listen = ([127, 0, 0, 1], 0).into();
     s.storage.backend = StorageBackend::Scylla;
     s.storage.scylla.nodes = o.nodes.clone();
     s.storage.scylla.local_dc = o.local_dc.clone();

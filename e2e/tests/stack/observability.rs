@@ -365,7 +365,7 @@ async fn dashboards_and_alerts_use_only_metrics_the_running_services_export() {
     let _serial = one_at_a_time().await;
     let deployment = Deployment::new(2).await;
     let mut settings = api_settings(&deployment);
-    settings.metrics.listen = "127.0.0.1:0".into();
+    settings.metrics.listen = Some(([127, 0, 0, 1], 0).into());
     let app = Application::build(settings).await.expect("build the API");
     let base = format!("http://127.0.0.1:{}", app.port());
     let api_metrics = format!("http://{}/metrics", app.metrics_addr());

@@ -17,7 +17,7 @@ use links::{
     clicks::{UserAgentClassifier, wire},
 };
 use rdkafka::{
-    Message, Offset, TopicPartitionList,
+    Message,
     consumer::{CommitMode, Consumer},
     error::KafkaError,
     message::{BorrowedMessage, Headers},
@@ -27,31 +27,16 @@ use stores::scylla::{ClickCounts, ScyllaStore};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+mod writes;
+
+use self::writes::wait;
 use crate::{
     config::{Settings, SettingsError},
     kafka::{self, Assignment, DeadLetters, GroupConsumer},
-    ledger::{Admit, Cut, Ledger, Source, Written},
+    ledger::{Admit, Ledger, Source, Written},
     metrics::{self, WorkerMetrics},
     retry::Abandoned,
 };
-
-/// The outcome of the write under way; pending forever if there is none.
-async fn wait(
-    writing: &mut Option<JoinHandle<Result<Written, Abandoned>>>,
-) -> Result<Written, Abandoned> {
-    let Some(handle) = writing.as_mut() else {
-        return std::future::pending().await;
-    };
-    let outcome = handle.await;
-    *writing = None;
-    match outcome {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "the write task failed");
-            Err(Abandoned)
-        }
-    }
-}
 
 /// Dead letters held before an early write: they are copies of messages,
 /// so a flood of garbage must not pile up in memory.
@@ -390,99 +375,11 @@ impl Worker {
         source.taken(offset);
         Ok(())
     }
-
-    /// Starts writing every segment that may be written, with the dead
-    /// letters taken before them, in a task of its own. Only one write is
-    /// under way at a time: each records progress the one before made.
-    fn start_write(&mut self, abandon: &CancellationToken) {
-        debug_assert!(self.writing.is_none(), "one write at a time");
-        let cuts: Vec<Cut> = self.sources.values_mut().filter_map(Source::cut).collect();
-        let letters = self.dead_letters.take();
-        if cuts.is_empty() && letters.is_empty() {
-            return;
-        }
-        let (ledger, abandon) = (Arc::clone(&self.ledger), abandon.clone());
-        let max_backoff = self.settings.worker.max_backoff;
-        let metrics = Arc::clone(&self.metrics);
-        self.writing = Some(self.tasks.spawn(async move {
-            let started = Instant::now();
-            letters.deliver(max_backoff, &abandon).await?;
-            let written = ledger.write(cuts, &abandon).await?;
-            metrics
-                .flush_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics.rows_written.inc_by(written.rows_written as u64);
-            metrics.last_flush.set(unix_now());
-            tracing::debug!(
-                rows = written.rows_written,
-                already = written.rows_skipped,
-                committed = ?written.committed,
-                took = ?started.elapsed(),
-                "counts written"
-            );
-            Ok(written)
-        }));
-    }
-
-    /// Waits for the write under way, if any.
-    async fn finish_write(&mut self) -> Result<(), Abandoned> {
-        if self.writing.is_some() {
-            let written = wait(&mut self.writing).await?;
-            self.written(written);
-        }
-        Ok(())
-    }
-
-    /// A write is done: drop the partitions another worker claimed, and
-    /// commit the offsets of the others.
-    fn written(&mut self, written: Written) {
-        self.totals.writes += 1;
-        for partition in &written.fenced {
-            self.sources.remove(partition);
-            self.written_to.remove(partition);
-        }
-        self.metrics.partitions.set(self.sources.len() as i64);
-        for (partition, end) in written.committed {
-            if self.sources.contains_key(&partition) {
-                self.written_to.insert(partition, end);
-            }
-        }
-        if let Err(error) = self.commit() {
-            tracing::debug!(%error, "an offset commit failed");
-        }
-    }
-
-    /// Commits, without waiting, for every owned partition, the offset its
-    /// counts were written to.
-    fn commit(&self) -> Result<(), KafkaError> {
-        let list = self.commit_list()?;
-        if list.count() == 0 {
-            return Ok(());
-        }
-        self.consumer.commit(&list, CommitMode::Async)
-    }
-
-    /// For every owned partition, the offset its counts were written to.
-    fn commit_list(&self) -> Result<TopicPartitionList, KafkaError> {
-        let topic = &self.settings.events.kafka.topic;
-        let mut list = TopicPartitionList::new();
-        for (&partition, &offset) in &self.written_to {
-            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        }
-        Ok(list)
-    }
 }
 
 /// How long the end of a run waits for the worker's tasks once told to
 /// stop: each ends at its next await, so this is only reached by a bug.
 const TASKS_GRACE: Duration = Duration::from_secs(5);
-
-/// Seconds since the Unix epoch, now.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 /// The span of one event whose trace the API sampled: a consumer span in
 /// that trace, child of the redirect's span and linked to it (the

@@ -8,7 +8,7 @@ use actix_web::{
     error::{JsonPayloadError, QueryPayloadError},
     http::{StatusCode, header},
 };
-use links::{CodeError, StoreError, UrlError};
+use links::{CodeError, StoreError, UrlError, codegen::InsertError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -102,6 +102,15 @@ impl ApiError {
 
     pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(error))
+    }
+}
+
+impl From<InsertError> for ApiError {
+    fn from(error: InsertError) -> Self {
+        match error {
+            InsertError::AliasTaken(code) => Self::AliasTaken(code.to_string()),
+            InsertError::Store(error) => error.into(),
+        }
     }
 }
 

@@ -21,8 +21,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::{
-    code::Code,
-    storage::{IdBlock, LinkStore, StoreError},
+    code::{Alias, Code},
+    link::Link,
+    storage::{IdBlock, LinkStore, StoreError, Uniqueness},
 };
 
 const RADIX: u64 = 62;
@@ -322,6 +323,57 @@ impl CodeAllocator {
     pub fn generator(&self) -> &CodeGenerator {
         &self.generator
     }
+
+    /// Writes a new link under `alias`, or under the next generated code;
+    /// `link` makes the link of a code. An alias is set aside from the
+    /// leases first (refused if a lease may have produced it already) and
+    /// written with a uniqueness check. A generated code is written
+    /// without one; the rare conflict (a store that predates the setting
+    /// aside of aliases) moves on to the next code, a few times at most.
+    pub async fn insert(
+        &self,
+        alias: Option<Alias>,
+        link: impl Fn(Code) -> Link,
+    ) -> Result<Link, InsertError> {
+        if let Some(alias) = alias {
+            let link = link(alias.into_code());
+            if !self.reserve_alias(&link.code).await? {
+                return Err(InsertError::AliasTaken(link.code));
+            }
+            return match self.store.insert_link(&link, Uniqueness::Checked).await {
+                Ok(()) => Ok(link),
+                Err(StoreError::Conflict) => Err(InsertError::AliasTaken(link.code)),
+                Err(error) => Err(error.into()),
+            };
+        }
+        let mut attempts = 1;
+        loop {
+            let link = link(self.next_code().await?);
+            match self.store.insert_link(&link, Uniqueness::Generated).await {
+                Err(StoreError::Conflict) if attempts < GENERATED_CODE_ATTEMPTS => {
+                    tracing::info!(code = %link.code, "generated code taken by an alias; using the next");
+                    attempts += 1;
+                }
+                Err(error) => return Err(error.into()),
+                Ok(()) => return Ok(link),
+            }
+        }
+    }
+}
+
+/// Attempts at a generated code. Aliases set their ids aside before they
+/// are written, so a generated code is taken only in a store that predates
+/// that, and a second attempt is already rare.
+const GENERATED_CODE_ATTEMPTS: usize = 8;
+
+/// Why [`CodeAllocator::insert`] wrote no link.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// The alias is taken, by a link or by a code a lease may produce.
+    #[error("the alias {0} is taken")]
+    AliasTaken(Code),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[cfg(test)]

@@ -7,20 +7,14 @@
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
 use links::{
-    Code, Link, LinkState, ManageToken, StoreError,
+    Code, Link, LinkState, ManageToken,
     request::{CreateLink, NewLink, UpdateLink},
-    storage::Uniqueness,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::code_param;
 use crate::{error::ApiError, state::AppState};
-
-/// Attempts at a generated code. Aliases set their ids aside before they
-/// are written, so a generated code is taken only in a store that predates
-/// that, and a second attempt is already rare.
-const GENERATED_CODE_ATTEMPTS: usize = 8;
 
 /// A link.
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,39 +116,7 @@ pub async fn create(
         token: token.digest(),
     };
 
-    let link = match alias {
-        Some(alias) => {
-            let link = new_link(alias.into_code());
-            // An alias that equals a code the generator may still issue is
-            // set aside from the leases first, or refused if it is too late.
-            if !state.codes.reserve_alias(&link.code).await? {
-                return Err(ApiError::AliasTaken(link.code.to_string()));
-            }
-            match state.store.insert_link(&link, Uniqueness::Checked).await {
-                Err(StoreError::Conflict) => {
-                    return Err(ApiError::AliasTaken(link.code.to_string()));
-                }
-                other => other?,
-            }
-            link
-        }
-        None => {
-            let mut attempts = 1;
-            loop {
-                let link = new_link(state.codes.next_code().await?);
-                match state.store.insert_link(&link, Uniqueness::Generated).await {
-                    Err(StoreError::Conflict) if attempts < GENERATED_CODE_ATTEMPTS => {
-                        tracing::info!(code = %link.code, "generated code taken by an alias; using the next");
-                        attempts += 1;
-                    }
-                    other => {
-                        other?;
-                        break link;
-                    }
-                }
-            }
-        }
-    };
+    let link = state.codes.insert(alias, new_link).await?;
     // A request for this code may have cached it as unknown.
     state.cache.invalidate(&link.code).await;
     state.metrics.links_created.inc();

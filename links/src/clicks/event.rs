@@ -22,8 +22,8 @@ pub struct ClickEvent {
     pub id: Uuid,
     pub code: Code,
     pub at: DateTime<Utc>,
-    /// Host of the `Referer`, lower case; `None` for direct visits.
-    pub referrer: Option<CompactString>,
+    /// Host of the `Referer`; `None` for direct visits.
+    pub referrer: Option<ReferrerHost>,
     /// At most [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
     pub country: Option<Country>,
@@ -44,20 +44,54 @@ impl ClickEvent {
             id: Uuid::now_v7(),
             code,
             at,
-            referrer: referer.and_then(referrer_host),
+            referrer: referer.and_then(ReferrerHost::of_referer),
             user_agent: user_agent.and_then(truncated_user_agent),
             country: country.and_then(Country::parse),
         }
     }
 }
 
-fn referrer_host(referer: &[u8]) -> Option<CompactString> {
-    let url = url::Url::parse(std::str::from_utf8(referer).ok()?).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return None;
+/// The host a click came from: lower case, ASCII (punycode), without a
+/// trailing dot, at most 253 bytes. Checked once, where it enters: from a
+/// `Referer` header, or from a click event on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReferrerHost(CompactString);
+
+impl ReferrerHost {
+    /// The host of a `Referer` header's URL; `None` unless it is an http or
+    /// https URL with a host.
+    pub fn of_referer(referer: &[u8]) -> Option<Self> {
+        let url = url::Url::parse(std::str::from_utf8(referer).ok()?).ok()?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return None;
+        }
+        Self::checked(url.host_str()?)
     }
-    let host = url.host_str()?.trim_end_matches('.');
-    (!host.is_empty() && host.len() <= MAX_HOST).then(|| CompactString::from(host))
+
+    /// A host as a click event carries it; `None` if it is not one
+    /// [`ReferrerHost::of_referer`] could have made.
+    pub fn parse(host: &str) -> Option<Self> {
+        let parsed = url::Host::parse(host).ok()?.to_string();
+        (parsed == host).then_some(())?;
+        Self::checked(host).filter(|checked| checked.as_str() == host)
+    }
+
+    fn checked(host: &str) -> Option<Self> {
+        let host = host.trim_end_matches('.');
+        (!host.is_empty() && host.len() <= MAX_HOST).then(|| Self(CompactString::from(host)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ReferrerHost {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 fn truncated_user_agent(raw: &[u8]) -> Option<String> {
@@ -119,6 +153,30 @@ mod tests {
         assert_eq!(e.referrer.as_deref(), Some("news.example.com"));
         for bad in ["", "not a url", "android-app://com.example/", "/relative"] {
             assert_eq!(event(bad, "ua", "de").referrer, None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_referrer_host_reads_back_from_the_wire_as_it_was_made() {
+        for referer in [
+            "https://news.example.com/a",
+            "http://[2001:DB8::1]:8080/",
+            "https://bücher.example/",
+            "http://192.168.0.1/",
+        ] {
+            let host = ReferrerHost::of_referer(referer.as_bytes()).expect(referer);
+            assert_eq!(ReferrerHost::parse(host.as_str()), Some(host), "{referer}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "News.Example",
+            "x.example.",
+            "[::1",
+            "%41",
+        ] {
+            assert_eq!(ReferrerHost::parse(bad), None, "{bad:?}");
         }
     }
 

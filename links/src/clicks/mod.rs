@@ -11,4 +11,4 @@ pub use aggregate::{
     UNKNOWN_COUNTRY,
 };
 pub use classify::{Agent, DeviceClass, UserAgentClassifier};
-pub use event::{ClickEvent, Country, MAX_USER_AGENT};
+pub use event::{ClickEvent, Country, MAX_USER_AGENT, ReferrerHost};

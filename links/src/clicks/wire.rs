@@ -7,11 +7,10 @@
 //! with the reason).
 
 use chrono::DateTime;
-use compact_str::CompactString;
 use prost::Message;
 use uuid::Uuid;
 
-use super::{ClickEvent, Country, MAX_USER_AGENT};
+use super::{ClickEvent, Country, MAX_USER_AGENT, ReferrerHost};
 use crate::code::Code;
 
 /// The generated protobuf types.
@@ -82,8 +81,9 @@ pub fn decode(schema: Option<&[u8]>, value: &[u8]) -> Result<ClickEvent, DecodeE
         .ok_or_else(|| field("at_unix_ms", format!("{} is not a time", click.at_unix_ms)))?;
     let referrer = match click.referrer.as_str() {
         "" => None,
-        host if host.len() <= 253 && !host.contains(['/', ' ']) => Some(CompactString::from(host)),
-        _ => return Err(field("referrer", "not a host name")),
+        host => {
+            Some(ReferrerHost::parse(host).ok_or_else(|| field("referrer", "not a host name"))?)
+        }
     };
     let user_agent = match click.user_agent {
         ua if ua.is_empty() => None,

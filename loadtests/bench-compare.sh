@@ -36,21 +36,9 @@ cargo build --release --locked -p shortener-api -p loadtest-tools >&2
 cp "$target_dir/release/shortener-api" "$work/shortener-api-new"
 install_wrk
 
-start() { # NAME PORT: the revision's binary, a fresh store
-  local bin="$work/shortener-api-$1"
-  env SHORTENER_CONFIG_DIR="$work/no-config" \
-      SHORTENER__HTTP__LISTEN="127.0.0.1:$2" \
-      SHORTENER__STORAGE__SQLITE__DIR="$work/$1-data" \
-      SHORTENER__LOG__LEVEL=warn \
-      "$bin" >>"$work/$1.log" 2>&1 &
-  pids+=("$!")
-  eval "${1}_pid=$!"
-  wait_for "http://127.0.0.1:$2/readyz"
-}
-
 log "starting both revisions and loading $LINKS links into each"
-start old "$OLD_PORT"
-start new "$NEW_PORT"
+API_BIN="$work/shortener-api-old" start_api old "$OLD_PORT"
+API_BIN="$work/shortener-api-new" start_api new "$NEW_PORT"
 target/release/seed-links create "http://127.0.0.1:$OLD_PORT" "$LINKS" "$work/old-codes.txt" 64 >&2
 target/release/seed-links create "http://127.0.0.1:$NEW_PORT" "$LINKS" "$work/new-codes.txt" 64 >&2
 target/release/seed-links visit "http://127.0.0.1:$OLD_PORT" "$work/old-codes.txt" 64 >&2

@@ -41,24 +41,6 @@ production_env=(
   SHORTENER__EVENTS__KAFKA__TOPIC="$keyspace.clicks"
 )
 
-start_api() { # NAME PORT [env...]; sets ${NAME}_pid
-  local name=$1 port=$2; shift 2
-  env SHORTENER_CONFIG_DIR="$work/no-config" \
-      SHORTENER__HTTP__LISTEN="127.0.0.1:$port" \
-      SHORTENER__STORAGE__SQLITE__DIR="$work/$name-data" \
-      SHORTENER__LOG__LEVEL=warn \
-      "$@" target/release/shortener-api >>"$work/$name.log" 2>&1 &
-  printf -v "${name}_pid" '%s' "$!"
-  pids+=("$!")
-  wait_for "http://127.0.0.1:$port/readyz"
-}
-
-stop_api() { # NAME
-  local pid_var="${1}_pid"
-  kill -TERM "${!pid_var}"
-  wait "${!pid_var}" || true
-}
-
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 
 log "the dev stack"

@@ -24,30 +24,12 @@ BASELINE_PORT=${BASELINE_PORT:-18081}
 source loadtests/lib.sh
 trap cleanup EXIT
 
-start_api() { # DATA_DIR [extra env...]
-  local db=$1; shift
-  env SHORTENER_CONFIG_DIR="$work/no-config" \
-      SHORTENER__HTTP__LISTEN="127.0.0.1:$API_PORT" \
-      SHORTENER__STORAGE__SQLITE__DIR="$db" \
-      SHORTENER__LOG__LEVEL=warn \
-      "$@" target/release/shortener-api >>"$work/api.log" 2>&1 &
-  api_pid=$!
-  pids+=("$api_pid")
-  wait_for "http://127.0.0.1:$API_PORT/readyz"
-}
-
-stop_api() {
-  kill -TERM "$api_pid"
-  wait "$api_pid" || true
-}
-
-
 log "building release binaries"
 cargo build --release --locked -p shortener-api -p loadtest-tools >&2
 install_wrk
 
 log "starting the API (embedded default) and loading $LINKS links"
-start_api "$work/api-data"
+start_api api "$API_PORT"
 create_line=$(target/release/seed-links create "http://127.0.0.1:$API_PORT" "$LINKS" "$work/codes.txt" 64)
 log "$create_line"
 target/release/seed-links visit "http://127.0.0.1:$API_PORT" "$work/codes.txt" 64 >&2
@@ -100,21 +82,21 @@ dropped=$(curl -fsS "$api_url/metrics" | awk '/^shortener_clicks_dropped_total/ 
 
 log "creates/s, with wrk for $DURATION"
 create_result=$(measure api loadtests/lua/create.lua)
-stop_api
+stop_api api
 
 rss_line="rss_skipped"
 if [ "$RSS_LINKS" -gt 0 ]; then
   log "memory: $RSS_LINKS links created and cached (fresh store, 1 GiB cache bound)"
-  start_api "$work/rss-data" SHORTENER__CACHE__L1__MAX_BYTES=1073741824 SHORTENER__CACHE__L1__TTL=1h
+  start_api rss "$API_PORT" SHORTENER__CACHE__L1__MAX_BYTES=1073741824 SHORTENER__CACHE__L1__TTL=1h
   target/release/seed-links create "$api_url" "$RSS_LINKS" "$work/rss-codes.txt" 64 >&2
   target/release/seed-links visit "$api_url" "$work/rss-codes.txt" 64 >&2
   loads() { curl -fsS "$api_url/metrics" | awk '/^shortener_cache_loads_total/ { print $2 }'; }
   before=$(loads)
   target/release/seed-links visit "$api_url" "$work/rss-codes.txt" 64 >&2
   after=$(loads)
-  kib() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$api_pid/status"; }
+  kib() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$rss_pid/status"; }
   rss_line="rss_mib=$(($(kib VmRSS) / 1024)) rss_anon_mib=$(($(kib RssAnon) / 1024)) rss_file_mib=$(($(kib RssFile) / 1024)) cached_links=$RSS_LINKS store_loads_on_second_pass=$((after - before))"
-  stop_api
+  stop_api rss
 fi
 
 echo

@@ -54,15 +54,10 @@ n=0
 for config in "${configs[@]}"; do
   port[$config]=$((BASE_PORT + n)); n=$((n + 1))
   # shellcheck disable=SC2046
-  env SHORTENER_CONFIG_DIR="$work/no-config" \
-      SHORTENER__HTTP__LISTEN="127.0.0.1:${port[$config]}" \
-      SHORTENER__STORAGE__SQLITE__DIR="$work/$config-data" \
-      SHORTENER__LOG__FORMAT=json SHORTENER__LOG__LEVEL=info \
-      $(settings "$config") \
-      target/release/shortener-api >>"$work/$config.log" 2>&1 &
-  pid[$config]=$!
-  pids+=("${pid[$config]}")
-  wait_for "http://127.0.0.1:${port[$config]}/readyz"
+  start_api "$config" "${port[$config]}" SHORTENER__LOG__FORMAT=json SHORTENER__LOG__LEVEL=info \
+      $(settings "$config")
+  pid_var="${config}_pid"
+  pid[$config]=${!pid_var}
   log "$config: loading $LINKS links"
   target/release/seed-links create "http://127.0.0.1:${port[$config]}" "$LINKS" "$work/$config.codes" 64 >&2
   target/release/seed-links visit "http://127.0.0.1:${port[$config]}" "$work/$config.codes" 64 >&2

@@ -104,29 +104,16 @@ for links in $LINKS; do
 done
 
 log "2. end-to-end lag at $RATE redirects/s for ${SECONDS_RUN}s"
-start_api() { # NAME [env...]; sets api_pid
-  local name=$1; shift
-  env SHORTENER_CONFIG_DIR="$work/no-config" \
-      SHORTENER__HTTP__LISTEN="127.0.0.1:$API_PORT" \
-      SHORTENER__STORAGE__SQLITE__DIR="$work/$name-data" \
-      SHORTENER__HTTP__COUNTRY_HEADER="" \
-      SHORTENER__LOG__LEVEL=warn \
-      "$@" target/release/shortener-api >>"$work/$name.log" 2>&1 &
-  api_pid=$!
-  pids+=("$api_pid")
-  wait_for "http://127.0.0.1:$API_PORT/readyz"
-}
-
 log "baseline: the embedded default (in-process counting, flushed every second)"
-start_api embedded
+start_api embedded "$API_PORT" SHORTENER__HTTP__COUNTRY_HEADER=""
 $tools visible "http://127.0.0.1:$API_PORT" "$RATE" "$SECONDS_RUN" "$E2E_LINKS" >"$work/e2e-embedded.out"
-kill -TERM $api_pid; wait $api_pid || true
+stop_api embedded
 log "embedded: $(cat "$work/e2e-embedded.out")"
 
 log "the production tier: Kafka, shortener-worker (flushing every second), ScyllaDB"
 e2e_topic="$run_id.e2e"
 env "${scylla_env[@]}" target/release/shortener-api migrate >&2
-start_api production "${scylla_env[@]}" SHORTENER__EVENTS__BACKEND=kafka \
+start_api production "$API_PORT" SHORTENER__HTTP__COUNTRY_HEADER="" "${scylla_env[@]}" SHORTENER__EVENTS__BACKEND=kafka \
     SHORTENER__EVENTS__KAFKA__TOPIC="$e2e_topic" SHORTENER__EVENTS__KAFKA__PARTITIONS="$PARTITIONS"
 env "${scylla_env[@]}" SHORTENER__EVENTS__KAFKA__TOPIC="$e2e_topic" \
     SHORTENER__WORKER__GROUP="$run_id-e2e" \
@@ -135,7 +122,7 @@ env "${scylla_env[@]}" SHORTENER__EVENTS__KAFKA__TOPIC="$e2e_topic" \
 worker=$!
 pids+=("$worker")
 $tools visible "http://127.0.0.1:$API_PORT" "$RATE" "$SECONDS_RUN" "$E2E_LINKS" >"$work/e2e-production.out"
-kill -TERM $api_pid $worker; wait $api_pid $worker || true
+kill -TERM "$production_pid" "$worker"; wait "$production_pid" "$worker" || true
 log "production: $(cat "$work/e2e-production.out")"
 
 p50_base=$(field lag_p50_ms <"$work/e2e-embedded.out")

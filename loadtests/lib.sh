@@ -47,3 +47,27 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 . "$(dirname "${BASH_SOURCE[0]}")/../infra/lib.sh"
 
 install_wrk() { install_command wrk wrk; }
+
+# start_api NAME PORT [VAR=value...]: shortener-api ($API_BIN, by default
+# the release build) on the embedded default with no configuration files,
+# its data in $work/NAME-data and its log in $work/NAME.log, the given
+# variables last (they win); sets NAME_pid (cleanup stops it too) and
+# returns once it is ready.
+start_api() {
+  local name=$1 port=$2; shift 2
+  env SHORTENER_CONFIG_DIR="$work/no-config" \
+      SHORTENER__HTTP__LISTEN="127.0.0.1:$port" \
+      SHORTENER__STORAGE__SQLITE__DIR="$work/$name-data" \
+      SHORTENER__LOG__LEVEL=warn \
+      "$@" "${API_BIN:-target/release/shortener-api}" >>"$work/$name.log" 2>&1 &
+  printf -v "${name}_pid" '%s' "$!"
+  pids+=("$!")
+  wait_for "http://127.0.0.1:$port/readyz"
+}
+
+# stop_api NAME: SIGTERM to what start_api NAME started, and wait for it.
+stop_api() {
+  local pid_var="${1}_pid"
+  kill -TERM "${!pid_var}"
+  wait "${!pid_var}" || true
+}

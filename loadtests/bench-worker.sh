@@ -27,6 +27,9 @@ SERVERS_CPU=${SERVERS_CPU:-0}    # the CPU Kafka and Cassandra are pinned to mea
 RATE=${RATE:-5000}               # redirects/s in the end-to-end run
 SECONDS_RUN=${SECONDS_RUN:-30}
 E2E_LINKS=${E2E_LINKS:-20}
+# Other builds to measure (e.g. of an older revision), instead of this
+# checkout's release build.
+WORKER_BIN=${WORKER_BIN:-target/release/shortener-worker}
 API_PORT=${API_PORT:-18090}
 
 # shellcheck source=loadtests/lib.sh
@@ -69,7 +72,7 @@ for links in $LINKS; do
   log "1. throughput: $EVENTS events over $links links, $PARTITIONS partitions"
   keyspace="${run_id}_$links"
   env "${scylla_env[@]}" SHORTENER__STORAGE__SCYLLA__KEYSPACE="$keyspace" \
-      target/release/shortener-api migrate >&2
+      "${API_BIN:-target/release/shortener-api}" migrate >&2
   topic="$keyspace.clicks"
   $tools produce $brokers "$topic" "$PARTITIONS" "$EVENTS" "$links" >&2
   pin_servers "$SERVERS_CPU"
@@ -90,7 +93,7 @@ for links in $LINKS; do
       SHORTENER__WORKER__GROUP="$keyspace-worker" \
       SHORTENER__WORKER__DEAD_LETTER_TOPIC="$topic.dead-letter" \
       SHORTENER__LOG__LEVEL=info \
-      taskset -c "$CPU" target/release/shortener-worker >"$work/worker.log" 2>&1 &
+      taskset -c "$CPU" "$WORKER_BIN" >"$work/worker.log" 2>&1 &
   worker=$!
   pids+=("$worker")
   wait $watcher
@@ -112,13 +115,13 @@ log "embedded: $(cat "$work/e2e-embedded.out")"
 
 log "the production tier: Kafka, shortener-worker (flushing every second), ScyllaDB"
 e2e_topic="$run_id.e2e"
-env "${scylla_env[@]}" target/release/shortener-api migrate >&2
+env "${scylla_env[@]}" "${API_BIN:-target/release/shortener-api}" migrate >&2
 start_api production "$API_PORT" SHORTENER__HTTP__COUNTRY_HEADER="" "${scylla_env[@]}" SHORTENER__EVENTS__BACKEND=kafka \
     SHORTENER__EVENTS__KAFKA__TOPIC="$e2e_topic" SHORTENER__EVENTS__KAFKA__PARTITIONS="$PARTITIONS"
 env "${scylla_env[@]}" SHORTENER__EVENTS__KAFKA__TOPIC="$e2e_topic" \
     SHORTENER__WORKER__GROUP="$run_id-e2e" \
     SHORTENER__WORKER__DEAD_LETTER_TOPIC="$e2e_topic.dead-letter" \
-    target/release/shortener-worker >"$work/worker-e2e.log" 2>&1 &
+    "$WORKER_BIN" >"$work/worker-e2e.log" 2>&1 &
 worker=$!
 pids+=("$worker")
 $tools visible "http://127.0.0.1:$API_PORT" "$RATE" "$SECONDS_RUN" "$E2E_LINKS" >"$work/e2e-production.out"

@@ -1,13 +1,13 @@
 //! The link store as the API uses it: every call timed, its failures
 //! counted, and traced when its request is.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{borrow::Borrow, fmt, future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use links::{
-    Code, Link, LinkChanges, LinkStore, StoreError,
+    Code, Link, LinkChanges, LinkStore, StoreError, UnwrittenClicks,
     clicks::ClickBatch,
     stats::{ClickStats, StatsQuery},
     storage::{IdBlock, Uniqueness},
@@ -64,12 +64,12 @@ impl MeteredStore {
         })
     }
 
-    async fn call<T>(
+    async fn call<T, E: Borrow<StoreError> + fmt::Display>(
         &self,
         name: &'static str,
         operation: &Operation,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let span = runtime::child_span!(
             "store",
             otel.name = name,
@@ -83,7 +83,8 @@ impl MeteredStore {
         let result = call.instrument(span.clone()).await;
         operation.seconds.observe(start.elapsed().as_secs_f64());
         match &result {
-            Ok(_) | Err(StoreError::Conflict) => {}
+            Ok(_) => {}
+            Err(error) if matches!(error.borrow(), StoreError::Conflict) => {}
             Err(error) => {
                 operation.errors.inc();
                 span.record("otel.status_code", "ERROR");
@@ -130,7 +131,7 @@ impl LinkStore for MeteredStore {
         self.call("delete_link", &self.delete_link, call).await
     }
 
-    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), UnwrittenClicks> {
         let call = self.inner.record_clicks(batch);
         self.call("record_clicks", &self.record_clicks, call).await
     }

@@ -36,5 +36,5 @@ pub use code::{Alias, Code, CodeError};
 pub use link::{
     ExpiryError, Link, LinkChanges, LinkState, ManageToken, RedirectStatus, TokenDigest,
 };
-pub use storage::{LinkStore, StoreError};
+pub use storage::{LinkStore, StoreError, UnwrittenClicks};
 pub use target::{HostIdentity, TargetUrl, UrlError, UrlPolicy};

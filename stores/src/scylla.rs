@@ -68,7 +68,7 @@ use links::{
     code::Code,
     link::{Link, LinkChanges},
     stats::{ClickStats, StatsQuery},
-    storage::{IdBlock, LinkStore, StoreError, Uniqueness},
+    storage::{IdBlock, LinkStore, StoreError, Uniqueness, UnwrittenClicks},
 };
 
 /// The one row of `id_blocks` that generated codes lease from.
@@ -437,7 +437,7 @@ impl LinkStore for ScyllaStore {
         ))
     }
 
-    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), UnwrittenClicks> {
         self.add_clicks(batch).await
     }
 

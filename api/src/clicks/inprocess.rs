@@ -54,10 +54,11 @@ impl InProcessSink {
         }
     }
 
-    /// Writes everything counted so far in one store write; a batch whose
-    /// write failed is kept, with what arrives meanwhile, for the next flush.
-    /// One write per flush, not several smaller ones: a store page touched
-    /// by many links' counts is then written once.
+    /// Writes everything counted so far in one store write; what a failed
+    /// write hands back as certainly not applied is kept, with what
+    /// arrives meanwhile, for the next flush. One write per flush, not
+    /// several smaller ones: a store page touched by many links' counts is
+    /// then written once.
     async fn flush(&mut self) -> bool {
         let mut batch = std::mem::take(&mut self.unwritten);
         batch.merge(self.aggregator.take());
@@ -72,10 +73,16 @@ impl InProcessSink {
                 self.metrics.clicks_recorded.inc_by(batch.events());
                 true
             }
-            Err(error) => {
+            Err(unwritten) => {
+                // An event is recorded once its link's totals are.
+                let recorded = batch.events().saturating_sub(unwritten.retry.events());
+                self.metrics.clicks_recorded.inc_by(recorded);
                 self.metrics.click_flush_failures.inc();
-                tracing::warn!(%error, events = batch.events(), "writing click counts failed; will retry");
-                self.unwritten = batch;
+                self.metrics
+                    .click_rows_uncertain
+                    .inc_by(unwritten.uncertain_rows as u64);
+                tracing::warn!(error = %unwritten, "writing click counts failed; will retry what was not written");
+                self.unwritten = unwritten.retry;
                 false
             }
         }
@@ -129,7 +136,7 @@ impl ClickSink for InProcessSink {
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
-    use links::Code;
+    use links::{Code, clicks::ClickRow};
 
     use super::*;
     use crate::clicks::tests::click;
@@ -170,8 +177,8 @@ mod tests {
         async fn delete_link(&self, _: &Code, _: DateTime<Utc>) -> Result<bool, links::StoreError> {
             Err(down())
         }
-        async fn record_clicks(&self, _: &ClickBatch) -> Result<(), links::StoreError> {
-            Err(down())
+        async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), links::UnwrittenClicks> {
+            Err(links::UnwrittenClicks::all(batch, down()))
         }
         async fn click_stats(
             &self,
@@ -186,6 +193,147 @@ mod tests {
         async fn ping(&self) -> Result<(), links::StoreError> {
             Err(down())
         }
+    }
+
+    /// A store whose first click write applies the totals and buckets,
+    /// certainly fails the top lists but one, and times out on that one.
+    #[derive(Debug, Default)]
+    struct PartlyFailing {
+        writes: std::sync::Mutex<Vec<ClickBatch>>,
+    }
+
+    #[async_trait]
+    impl LinkStore for PartlyFailing {
+        async fn lease_ids(&self, n: u64) -> Result<links::storage::IdBlock, links::StoreError> {
+            Down.lease_ids(n).await
+        }
+        async fn reserve_id(&self, id: u64) -> Result<bool, links::StoreError> {
+            Down.reserve_id(id).await
+        }
+        async fn insert_link(
+            &self,
+            link: &links::Link,
+            uniqueness: links::storage::Uniqueness,
+        ) -> Result<(), links::StoreError> {
+            Down.insert_link(link, uniqueness).await
+        }
+        async fn get_link(&self, code: &Code) -> Result<Option<links::Link>, links::StoreError> {
+            Down.get_link(code).await
+        }
+        async fn update_link(
+            &self,
+            code: &Code,
+            changes: &links::LinkChanges,
+        ) -> Result<Option<links::Link>, links::StoreError> {
+            Down.update_link(code, changes).await
+        }
+        async fn delete_link(
+            &self,
+            code: &Code,
+            at: DateTime<Utc>,
+        ) -> Result<bool, links::StoreError> {
+            Down.delete_link(code, at).await
+        }
+        async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), links::UnwrittenClicks> {
+            let mut writes = self.writes.lock().expect("not poisoned");
+            writes.push(batch.clone());
+            if writes.len() > 1 {
+                return Ok(());
+            }
+            let mut retry = ClickBatch::default();
+            let mut uncertain_rows = 0;
+            for (code, row) in batch.row_increments() {
+                if let ClickRow::Top(..) = row {
+                    if uncertain_rows == 0 {
+                        uncertain_rows = 1;
+                    } else {
+                        retry.add_row(code.clone(), row);
+                    }
+                }
+            }
+            Err(links::UnwrittenClicks {
+                retry,
+                uncertain_rows,
+                error: down(),
+            })
+        }
+        async fn click_stats(
+            &self,
+            code: &Code,
+            query: &links::stats::StatsQuery,
+        ) -> Result<links::stats::ClickStats, links::StoreError> {
+            Down.click_stats(code, query).await
+        }
+        async fn get_or_init_setting(&self, n: &str, v: &str) -> Result<String, links::StoreError> {
+            Down.get_or_init_setting(n, v).await
+        }
+        async fn ping(&self) -> Result<(), links::StoreError> {
+            Down.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partly_failed_write_is_retried_with_only_what_was_not_written() {
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(PartlyFailing::default());
+        let settings = InProcessSettings {
+            flush_interval: Duration::from_secs(1),
+            max_pending_rows: std::num::NonZeroUsize::new(10_000).expect("not zero"),
+        };
+        let mut sink = InProcessSink::new(
+            store.clone(),
+            UserAgentClassifier::shared(),
+            settings,
+            metrics.clone(),
+        );
+        for _ in 0..3 {
+            let person = crate::clicks::Click::new(
+                Code::parse("abcdefg").expect("code"),
+                Utc::now(),
+                Some(b"https://t.co/x"),
+                Some(b"Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"),
+                Some(b"de"),
+            );
+            let (event, trace) = person.into_event();
+            sink.accept(event, trace).await;
+        }
+        assert!(!sink.flush().await);
+        // The totals were written: the events are recorded.
+        assert_eq!(metrics.clicks_recorded.get(), 3);
+        assert_eq!(metrics.click_rows_uncertain.get(), 1);
+        assert_eq!(metrics.click_flush_failures.get(), 1);
+
+        let (event, trace) = click("bcdefgh").into_event();
+        sink.accept(event, trace).await;
+        assert!(sink.flush().await);
+        let writes = store.writes.lock().expect("not poisoned");
+        let (first, second) = (&writes[0], &writes[1]);
+        let tops_of = |batch: &ClickBatch, code: &str| {
+            batch
+                .row_increments()
+                .filter(|(c, row)| c.as_str() == code && matches!(row, ClickRow::Top(..)))
+                .count()
+        };
+        // Nothing of abcdefg is written twice but the failed top lists,
+        // less the one given up.
+        assert!(tops_of(first, "abcdefg") > 2);
+        assert_eq!(tops_of(second, "abcdefg"), tops_of(first, "abcdefg") - 1);
+        let again = second
+            .row_increments()
+            .filter(|(c, row)| c.as_str() == "abcdefg" && !matches!(row, ClickRow::Top(..)))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            again,
+            [(
+                &Code::parse("abcdefg").expect("code"),
+                ClickRow::Totals(Default::default())
+            )]
+        );
+        assert_eq!(
+            second.links[&Code::parse("bcdefgh").expect("code")].events(),
+            1
+        );
+        assert_eq!(metrics.clicks_recorded.get(), 4);
     }
 
     #[tokio::test]

@@ -123,6 +123,8 @@ pub struct Metrics {
     /// Click events in the producer awaiting delivery.
     pub kafka_buffered: Gauge,
     pub click_flush_failures: Counter,
+    /// Click-count rows given up after a write that may have been applied.
+    pub click_rows_uncertain: Counter,
     /// HTTP connections open on the public listener, and those closed for
     /// a late head or a stalled write.
     pub connections: crate::server::ConnectionMetrics,
@@ -249,6 +251,11 @@ impl Metrics {
             "click_flush_failures",
             "Failed writes of aggregated click counts",
         );
+        let click_rows_uncertain = counter(
+            "click_rows_uncertain",
+            "Click-count rows given up after a failed write that may have been applied \
+             (written again, they could count twice)",
+        );
         let redis_errors = counter("redis_errors", "Redis calls that failed or timed out");
         let kafka_errors = counter(
             "kafka_errors",
@@ -327,6 +334,7 @@ impl Metrics {
             kafka_delivery_failures,
             kafka_buffered,
             click_flush_failures,
+            click_rows_uncertain,
             connections,
             body_timeouts,
             http_connections_limit,

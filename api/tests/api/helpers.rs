@@ -71,7 +71,7 @@ impl LinkStore for CountingStore {
     async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
         self.inner.delete_link(code, at).await
     }
-    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), links::UnwrittenClicks> {
         self.inner.record_clicks(batch).await
     }
     async fn click_stats(&self, code: &Code, query: &StatsQuery) -> Result<ClickStats, StoreError> {

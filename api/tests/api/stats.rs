@@ -162,8 +162,9 @@ async fn stats_count_people_and_bots_exactly() {
     assert!(truth.bot_clicks > 0 && truth.clicks > 0);
 
     // Counts land within a flush interval (100 ms here); allow for a slow
-    // machine, then demand exactness.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // machine (the production tier shares two cores with Cassandra and
+    // Kafka), then demand exactness.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut stats = fetch_stats(&app.client, &app.address, &code).await;
     while observed(&stats).clicks + observed(&stats).bot_clicks < 1000 && Instant::now() < deadline
     {

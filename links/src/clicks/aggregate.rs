@@ -178,6 +178,16 @@ impl LinkClicks {
     }
 }
 
+/// One row's increment in a [`ClickBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClickRow {
+    /// The link's all-time totals; the batch's events are counted here.
+    Totals(Counts),
+    Bucket(Bucket),
+    /// One value of a daily top list, and its clicks.
+    Top(TopKey, u64),
+}
+
 /// Increments to add to the store, per link.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClickBatch {
@@ -198,6 +208,41 @@ impl ClickBatch {
     /// Events folded into this batch.
     pub fn events(&self) -> u64 {
         self.links.values().map(LinkClicks::events).sum()
+    }
+
+    /// Each row's increment, link by link: what a store that writes row
+    /// by row writes.
+    pub fn row_increments(&self) -> impl Iterator<Item = (&Code, ClickRow)> + '_ {
+        self.links.iter().flat_map(|(code, link)| {
+            let totals = std::iter::once(ClickRow::Totals(link.totals));
+            let buckets = link.buckets.iter().map(|b| ClickRow::Bucket(*b));
+            let tops = link
+                .tops
+                .iter()
+                .map(|(key, clicks)| ClickRow::Top(key.clone(), *clicks));
+            totals
+                .chain(buckets)
+                .chain(tops)
+                .map(move |row| (code, row))
+        })
+    }
+
+    /// Adds one row's increment, e.g. one whose write failed.
+    pub fn add_row(&mut self, code: Code, row: ClickRow) {
+        let (link, before) = match self.links.entry(code) {
+            Entry::Occupied(entry) => {
+                let link = entry.into_mut();
+                let rows = link.rows();
+                (link, rows)
+            }
+            Entry::Vacant(entry) => (entry.insert(LinkClicks::default()), 0),
+        };
+        match row {
+            ClickRow::Totals(counts) => link.totals.add(counts),
+            ClickRow::Bucket(b) => link.add_bucket(b.granularity, b.start, b.counts),
+            ClickRow::Top(key, clicks) => *link.tops.entry(key).or_default() += clicks,
+        }
+        self.rows += link.rows() - before;
     }
 
     /// Adds another batch's increments, e.g. one whose write failed.
@@ -423,6 +468,35 @@ mod tests {
         assert_eq!(
             first.rows(),
             first.links.values().map(LinkClicks::rows).sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn a_batch_is_the_sum_of_its_row_increments() {
+        let mut agg = Aggregator::new(UserAgentClassifier::shared());
+        let at = Utc::now();
+        agg.record(&click("abcdefg", at, CHROME, Some("https://t.co/a")));
+        agg.record(&click("abcdefg", at, GOOGLEBOT, None));
+        agg.record(&click("bcdefgh", at, CHROME, None));
+        let batch = agg.take();
+        let mut rebuilt = ClickBatch::default();
+        for (code, row) in batch.row_increments() {
+            rebuilt.add_row(code.clone(), row);
+        }
+        assert_eq!(rebuilt, batch);
+        assert_eq!(batch.row_increments().count(), batch.rows());
+
+        // Rows alone (no totals) still count as their link's rows.
+        let mut tops = ClickBatch::default();
+        for (code, row) in batch.row_increments() {
+            if matches!(row, ClickRow::Top(..)) {
+                tops.add_row(code.clone(), row);
+            }
+        }
+        assert_eq!(tops.events(), 0);
+        assert_eq!(
+            tops.rows(),
+            tops.links.values().map(LinkClicks::rows).sum::<usize>()
         );
     }
 

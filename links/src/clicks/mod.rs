@@ -7,8 +7,8 @@ mod event;
 pub mod wire;
 
 pub use aggregate::{
-    Aggregator, Bucket, ClickBatch, Counts, DIRECT, Dimension, Granularity, LinkClicks, TopKey,
-    UNKNOWN_COUNTRY,
+    Aggregator, Bucket, ClickBatch, ClickRow, Counts, DIRECT, Dimension, Granularity, LinkClicks,
+    TopKey, UNKNOWN_COUNTRY,
 };
 pub use classify::{Agent, DeviceClass, UserAgentClassifier};
 pub use event::{ClickEvent, Country, MAX_USER_AGENT, ReferrerHost};

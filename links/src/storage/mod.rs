@@ -73,6 +73,41 @@ pub enum StoreError {
     Other(#[source] BoxError),
 }
 
+/// What a failed [`LinkStore::record_clicks`] left unwritten.
+///
+/// Click counts are increments: writing one twice counts twice. A store
+/// therefore hands back only the increments it knows were not applied,
+/// to be written again with the next batch, and gives up those whose
+/// write may or may not have landed (a timeout), leaving the counts short
+/// rather than doubled.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} ({} rows to write again, {uncertain_rows} given up)", retry.rows())]
+pub struct UnwrittenClicks {
+    /// Increments certainly not applied: safe to write again.
+    pub retry: ClickBatch,
+    /// Rows whose increment may have been applied, given up.
+    pub uncertain_rows: usize,
+    #[source]
+    pub error: StoreError,
+}
+
+impl UnwrittenClicks {
+    /// Nothing of `batch` was applied.
+    pub fn all(batch: &ClickBatch, error: StoreError) -> Self {
+        Self {
+            retry: batch.clone(),
+            uncertain_rows: 0,
+            error,
+        }
+    }
+}
+
+impl std::borrow::Borrow<StoreError> for UnwrittenClicks {
+    fn borrow(&self) -> &StoreError {
+        &self.error
+    }
+}
+
 /// Where links, id blocks, settings and click counts live.
 #[async_trait]
 pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
@@ -114,9 +149,9 @@ pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
 
     /// Adds a batch of click counts. The embedded store applies all of it
     /// or none; a distributed store applies it row by row, and a failure
-    /// may leave part of it applied (the counts are then short, never
-    /// doubled).
-    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError>;
+    /// may leave part of it applied: the error then holds what is safe to
+    /// write again, and counts are short, never doubled.
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), UnwrittenClicks>;
 
     /// Click statistics of a link (zeros for a link never clicked).
     async fn click_stats(&self, code: &Code, query: &StatsQuery) -> Result<ClickStats, StoreError>;

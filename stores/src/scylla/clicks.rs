@@ -6,69 +6,78 @@ use scylla::{
     deserialize::value::DeserializeValue, statement::prepared::PreparedStatement, value::Counter,
 };
 
-use super::{ClickCounts, PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, corrupt, from_execution};
+use super::{
+    ClickCounts, Failure, PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, corrupt, from_execution,
+    maybe_applied,
+};
 use links::{
-    clicks::{ClickBatch, Counts, Dimension},
+    clicks::{ClickBatch, ClickRow, Counts, Dimension},
     code::Code,
     stats::{ClickStats, StatsQuery},
-    storage::StoreError,
+    storage::{StoreError, UnwrittenClicks},
 };
 
 impl ScyllaStore {
-    /// Adds the batch's counts, row by row; a failed increment is not
-    /// retried (it could count twice), so a failure leaves the counts short.
-    pub(super) async fn add_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
-        let s = &self.statements;
-        let mut writes = Vec::new();
-        for (code, link) in &batch.links {
-            let code = code.as_str();
-            let t = link.totals;
-            writes.push(
-                self.execute(
-                    &s.add_totals,
-                    (counter(t.clicks), counter(t.bot_clicks), code),
-                )
-                .boxed(),
-            );
-            for b in &link.buckets {
-                writes.push(
-                    self.execute(
-                        &s.add_bucket,
-                        (
-                            counter(b.counts.clicks),
-                            counter(b.counts.bot_clicks),
-                            code,
-                            b.granularity.as_str(),
-                            b.start,
-                        ),
-                    )
-                    .boxed(),
-                );
-            }
-            for (key, clicks) in &link.tops {
-                writes.push(
-                    self.execute(
-                        &s.add_top,
-                        (
-                            counter(*clicks),
-                            code,
-                            key.day,
-                            key.dimension.as_str(),
-                            key.value.as_str(),
-                        ),
-                    )
-                    .boxed(),
-                );
+    /// Adds the batch's counts, row by row. A row that failed is handed
+    /// back to write again only if it certainly was not applied; one that
+    /// may have been (a timeout) is given up, since a counter written
+    /// twice counts twice.
+    pub(super) async fn add_clicks(&self, batch: &ClickBatch) -> Result<(), UnwrittenClicks> {
+        let mut writes = Vec::with_capacity(batch.rows());
+        for (code, row) in batch.row_increments() {
+            // A link's totals are zero only in a batch of rows to write
+            // again, where they were written already.
+            if row != ClickRow::Totals(Counts::default()) {
+                writes.push(self.add_row(code, row).boxed());
             }
         }
         let mut results = stream::iter(writes).buffer_unordered(64);
-        let mut first_error = None;
+        let mut unwritten: Option<UnwrittenClicks> = None;
         while let Some(result) = results.next().await {
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+            let Err((code, row, e)) = result else {
+                continue;
+            };
+            let uncertain = maybe_applied(&e);
+            let failed = unwritten.get_or_insert_with(|| UnwrittenClicks {
+                retry: ClickBatch::default(),
+                uncertain_rows: 0,
+                error: from_execution(e),
+            });
+            if uncertain {
+                failed.uncertain_rows += 1;
+            } else {
+                failed.retry.add_row(code.clone(), row);
             }
         }
-        first_error.map_or(Ok(()), |e| Err(from_execution(e)))
+        unwritten.map_or(Ok(()), Err)
+    }
+
+    /// Adds one row's increment; on failure, hands the row back.
+    async fn add_row<'b>(
+        &self,
+        code: &'b Code,
+        row: ClickRow,
+    ) -> Result<(), (&'b Code, ClickRow, Failure)> {
+        let s = &self.statements;
+        let c = code.as_str();
+        let written = match &row {
+            ClickRow::Totals(t) => {
+                let (clicks, bots) = (counter(t.clicks), counter(t.bot_clicks));
+                self.execute(&s.add_totals, (clicks, bots, c)).await
+            }
+            ClickRow::Bucket(b) => {
+                let (clicks, bots) = (counter(b.counts.clicks), counter(b.counts.bot_clicks));
+                let (granularity, start) = (b.granularity.as_str(), b.start);
+                self.execute(&s.add_bucket, (clicks, bots, c, granularity, start))
+                    .await
+            }
+            ClickRow::Top(key, clicks) => {
+                let (day, dimension, value) = (key.day, key.dimension.as_str(), key.value.as_str());
+                self.execute(&s.add_top, (counter(*clicks), c, day, dimension, value))
+                    .await
+            }
+        };
+        written.map(drop).map_err(|e| (code, row, e))
     }
 
     /// Totals, the bucket range (one partition, paged) and the tops of each

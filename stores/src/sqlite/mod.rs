@@ -48,7 +48,7 @@ use links::{
     code::Code,
     link::{Link, LinkChanges},
     stats::{ClickStats, StatsQuery},
-    storage::{IdBlock, LinkStore, StoreError, Uniqueness},
+    storage::{IdBlock, LinkStore, StoreError, Uniqueness, UnwrittenClicks},
 };
 use runtime::background::Priority;
 
@@ -420,8 +420,11 @@ impl LinkStore for SqliteStore {
         .await
     }
 
-    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), StoreError> {
-        self.write_clicks(batch).await
+    async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), UnwrittenClicks> {
+        // One transaction: a failure applied nothing.
+        self.write_clicks(batch)
+            .await
+            .map_err(|e| UnwrittenClicks::all(batch, e))
     }
 
     async fn click_stats(&self, code: &Code, query: &StatsQuery) -> Result<ClickStats, StoreError> {

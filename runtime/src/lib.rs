@@ -8,11 +8,15 @@
 //!   tasks of a service as one tree that shutdown waits for.
 //! - [`panics`]: every panic logged and counted.
 //! - [`background`]: lower CPU priority for the threads of click processing.
+//! - [`http`] (feature `http`): the HTTP server with a deadline on every
+//!   phase a client controls, and the `/metrics` listener built on it.
 //!
 //! The domain (`links`) needs none of this, so what only seeds or reads
 //! links (the load-test tools, the fuzz targets) builds without it.
 
 pub mod background;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod panics;
 pub mod settings;
 pub mod signals;

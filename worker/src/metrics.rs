@@ -6,7 +6,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use actix_web::{App, HttpResponse, HttpServer, dev::ServerHandle, web};
+use actix_web::{App, HttpResponse, dev::ServerHandle, web};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -17,6 +17,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use runtime::http::{ConnectionMetrics, ServerOptions};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
@@ -180,25 +181,108 @@ async fn scrape(metrics: web::Data<WorkerMetrics>) -> HttpResponse {
         .body(metrics.render())
 }
 
-/// Serves `/metrics` on `listener`, on one thread, until stopped.
+/// Serves `/metrics` and `/healthz` on `listener`, on one thread, with
+/// `options`' deadlines on every request, until stopped.
 pub fn serve(
     listener: TcpListener,
     metrics: std::sync::Arc<WorkerMetrics>,
+    options: &ServerOptions,
     tasks: &runtime::tasks::Tasks,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let addr = listener.local_addr()?;
     let metrics = web::Data::from(metrics);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(metrics.clone())
-            .route("/metrics", web::get().to(scrape))
-            .route("/healthz", web::get().to(HttpResponse::Ok))
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)?
-    .run();
+    let server = runtime::http::serve(
+        "shortener-worker-metrics",
+        listener,
+        options,
+        ConnectionMetrics::default(),
+        move || {
+            App::new()
+                .app_data(metrics.clone())
+                .route("/metrics", web::get().to(scrape))
+                .route("/healthz", web::get().to(HttpResponse::Ok))
+        },
+    )?;
     let handle = server.handle();
     tasks.spawn(server);
     Ok((addr, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
+    use super::*;
+
+    /// Reads until the server closes the connection; what it sent.
+    async fn read_to_close(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_metrics_listener_serves_scrapes_and_times_out_slow_clients() {
+        let mut options = ServerOptions::scrapes();
+        // Not under a second: actix-http reads the time from a clock it
+        // updates every 500 ms.
+        let deadline = Duration::from_secs(1);
+        options.client_request_timeout = deadline;
+        options.limits.request_head = deadline;
+        // Only the head's deadline can end a connection in time.
+        options.keep_alive = Duration::from_secs(30);
+        options.shutdown_timeout = Duration::from_secs(1);
+        let tasks = runtime::tasks::Tasks::new();
+        let metrics = std::sync::Arc::new(WorkerMetrics::new());
+        let listener = runtime::http::bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let (addr, _handle) = serve(listener, metrics, &options, &tasks).expect("serve");
+
+        let mut scrape = TcpStream::connect(addr).await.expect("connect");
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = read_to_close(&mut scrape).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("shortener_worker_events_consumed_total"),
+            "{answer}"
+        );
+
+        // A first head that never ends: 408 once the deadline passes.
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /metr").await.expect("write");
+        let started = Instant::now();
+        let answer = read_to_close(&mut slow).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        // A later head on a kept-alive connection that never ends: closed.
+        let mut later = TcpStream::connect(addr).await.expect("connect");
+        later
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut first = [0; 512];
+        let n = later.read(&mut first).await.expect("read");
+        assert!(
+            first[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&first[..n])
+        );
+        later.write_all(b"GET /heal").await.expect("write");
+        let started = Instant::now();
+        let answer = read_to_close(&mut later).await;
+        assert!(!answer.contains("200"), "{answer:?}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "{took:?}");
+
+        tasks.shut_down(Duration::from_secs(5)).await;
+    }
 }

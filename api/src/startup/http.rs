@@ -17,9 +17,6 @@ use crate::{
     state::AppState,
 };
 
-/// Connections the admin listener serves at once: scrapers, not clients.
-const ADMIN_CONNECTIONS: usize = 64;
-
 /// The server's limits from `http.*`, within the file descriptors the
 /// process may open.
 pub(super) fn server_options(http: &HttpSettings, metrics: &Metrics) -> ServerOptions {
@@ -63,15 +60,10 @@ pub(super) fn admin_server(
     tasks: &Tasks,
 ) -> Result<(SocketAddr, ServerHandle), StartupError> {
     let addr = listener.local_addr()?;
-    let options = ServerOptions {
-        workers: 1,
-        max_connections: ADMIN_CONNECTIONS,
-        ..options.clone()
-    };
     let server = server::serve(
         "shortener-api-admin",
         listener,
-        &options,
+        &options.admin(),
         server::ConnectionMetrics::default(),
         move || {
             App::new()

@@ -1,11 +1,6 @@
 //! The worker's loop: consume, count, write, commit; and its shutdown.
 
-use std::{
-    collections::HashMap,
-    net::{SocketAddr, TcpListener},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use actix_web::dev::ServerHandle;
 use opentelemetry::trace::TraceContextExt;
@@ -124,8 +119,11 @@ impl Worker {
         let metrics = Arc::new(WorkerMetrics::new());
         let addr = w.metrics_listen;
         let tasks = Tasks::new();
-        let metrics_server = TcpListener::bind(addr)
-            .and_then(|listener| metrics::serve(listener, Arc::clone(&metrics), &tasks))
+        let metrics_server = runtime::http::bind(addr)
+            .and_then(|listener| {
+                let options = runtime::http::ServerOptions::scrapes();
+                metrics::serve(listener, Arc::clone(&metrics), &options, &tasks)
+            })
             .map_err(|source| WorkerError::Metrics { addr, source })?;
         tracing::info!(addr = %metrics_server.0, "serving /metrics");
         let ledger = Ledger::new(

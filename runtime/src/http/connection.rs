@@ -20,7 +20,7 @@
 //! A final answer written ends whatever reading was doing: the next byte
 //! starts a new head. (Only a `100 Continue` alone does not: the body
 //! follows it.) While a request is answered, its body is read under its own
-//! deadline ([`super::body`]) and its handler is bounded by the store's
+//! deadline (the API's body middleware) and its handler is bounded by the store's
 //! timeouts. The wrapper also counts open connections
 //! (`shortener_http_connections`) and those it closes
 //! (`shortener_http_timeouts_total{phase="head"|"write"}`).

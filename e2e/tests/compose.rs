@@ -108,7 +108,7 @@ fn the_api_environment_is_a_valid_production_configuration() {
         assert_eq!(settings.events.backend, EventBackend::Kafka);
         assert_eq!(settings.events.kafka.brokers, "kafka:9092");
         // The datacenter the API prefers is one its keyspace replicates to.
-        let replication = settings.storage.scylla.replication().expect("valid");
+        let replication = settings.storage.scylla.replication.datacenters();
         assert!(
             replication
                 .iter()

@@ -64,6 +64,14 @@ impl CodeKey {
     }
 }
 
+impl std::str::FromStr for CodeKey {
+    type Err = CodeKeyError;
+
+    fn from_str(hex_key: &str) -> Result<Self, CodeKeyError> {
+        Self::from_hex(hex_key)
+    }
+}
+
 impl fmt::Debug for CodeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CodeKey(<redacted>)")

@@ -61,7 +61,9 @@ use self::outcome::{
 };
 use self::rows::{LinkRow, Stored, ttl_secs};
 pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};
-pub use self::settings::{ClickCounts, ConsistencySetting, ScyllaOptions, ScyllaSettings};
+pub use self::settings::{
+    ClickCounts, ConsistencySetting, Replication, ScyllaOptions, ScyllaSettings,
+};
 use self::statements::Statements;
 use links::{
     clicks::ClickBatch,

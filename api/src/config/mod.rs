@@ -53,11 +53,41 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
 }
 
+/// An absolute `http` or `https` URL with a host and no query or fragment,
+/// kept as written but for a trailing `/`: short links are this, `/`, and
+/// the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicBaseUrl(String);
+
+impl PublicBaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for PublicBaseUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("not an absolute URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err("must be an http or https URL with a host".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("must not have a query or fragment".into());
+        }
+        Ok(Self(text.trim_end_matches('/').to_owned()))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
-    pub public_base_url: String,
+    /// The base of the short links the API returns; empty (`None`): the
+    /// address it listens on.
+    #[serde(deserialize_with = "settings::optional")]
+    pub public_base_url: Option<PublicBaseUrl>,
     pub workers: usize,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
@@ -83,23 +113,6 @@ pub struct HttpSettings {
 
 impl HttpSettings {
     fn validate(&self) -> Result<(), InvalidKey> {
-        if !self.public_base_url.is_empty() {
-            let url = url::Url::parse(&self.public_base_url).map_err(|e| {
-                invalid("http.public_base_url", format!("not an absolute URL: {e}"))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(invalid(
-                    "http.public_base_url",
-                    "must be an http or https URL with a host",
-                ));
-            }
-            if url.query().is_some() || url.fragment().is_some() {
-                return Err(invalid(
-                    "http.public_base_url",
-                    "must not have a query or fragment",
-                ));
-            }
-        }
         if self.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -145,7 +158,10 @@ impl HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct LinkSettings {
     pub code_length: usize,
-    pub code_key: SecretString,
+    /// The key of the code bijection (64 hex digits); empty (`None`): one
+    /// the store generates and keeps.
+    #[serde(deserialize_with = "settings::optional")]
+    pub code_key: Option<CodeKey>,
     pub id_block_size: NonZeroU64,
     pub max_url_length: usize,
     #[serde(deserialize_with = "hosts")]
@@ -163,9 +179,6 @@ impl LinkSettings {
                 "links.code_length",
                 format!("must be between {MIN_CODE_LEN} and {MAX_CODE_LEN}"),
             ));
-        }
-        if let Some(key) = secret(&self.code_key) {
-            CodeKey::from_hex(key).map_err(|e| invalid("links.code_key", e.to_string()))?;
         }
         if !(64..=65_536).contains(&self.max_url_length) {
             return Err(invalid(
@@ -460,11 +473,6 @@ impl Settings {
             StorageBackend::Sqlite => self.storage.sqlite.busy_timeout,
             StorageBackend::Scylla => self.storage.scylla.request_timeout,
         }
-    }
-
-    /// The configured code key, if any.
-    pub fn code_key(&self) -> Option<&str> {
-        secret(&self.links.code_key)
     }
 
     /// The configured admin token, if any.

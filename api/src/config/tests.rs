@@ -17,7 +17,8 @@ fn defaults_are_the_embedded_default() {
     assert_eq!(s.storage.backend, StorageBackend::Sqlite);
     assert_eq!(s.events.backend, EventBackend::Inprocess);
     assert_eq!(s.links.code_length, 7);
-    assert_eq!(s.code_key(), None);
+    assert!(s.links.code_key.is_none());
+    assert_eq!(s.http.public_base_url, None);
     assert_eq!(s.links.retention, Duration::from_secs(30 * 86_400));
 }
 
@@ -42,7 +43,10 @@ fn environment_overrides_defaults() {
     ])
     .expect("valid");
     assert_eq!(s.http.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
-    assert_eq!(s.http.public_base_url, "https://sho.rt");
+    assert_eq!(
+        s.http.public_base_url.as_ref().map(PublicBaseUrl::as_str),
+        Some("https://sho.rt")
+    );
     assert_eq!(s.cache.l1.ttl, Duration::from_secs(600));
     let hosts = ["evil.example", "worse.example"].map(|h| HostIdentity::parse(h).expect("valid"));
     assert_eq!(s.links.blocked_hosts, hosts);
@@ -229,7 +233,7 @@ fn production_settings_are_checked_when_chosen() {
     .expect("valid");
     assert_eq!(s.storage.scylla.nodes, ["a:9042", "b:9042"]);
     assert_eq!(
-        s.storage.scylla.replication().expect("valid"),
+        s.storage.scylla.replication.datacenters(),
         [("eu".to_owned(), 3), ("us".to_owned(), 2)]
     );
     assert!(
@@ -271,4 +275,32 @@ fn env_names_follow_keys() {
         env_name("cache.l1.max_bytes"),
         "SHORTENER__CACHE__L1__MAX_BYTES"
     );
+}
+
+#[test]
+fn values_are_parsed_once_into_their_types() {
+    let key = CodeKey::generate();
+    let s = load(&[
+        ("SHORTENER__HTTP__PUBLIC_BASE_URL", "https://sho.rt/x/"),
+        ("SHORTENER__LINKS__CODE_KEY", &key.to_hex()),
+        ("SHORTENER__STORAGE__SCYLLA__REPLICATION", " eu:3 ,us:2,"),
+    ])
+    .expect("valid");
+    let base = s.http.public_base_url.expect("set");
+    assert_eq!(base.as_str(), "https://sho.rt/x");
+    assert_eq!(s.links.code_key.map(|k| k.to_hex()), Some(key.to_hex()));
+    let replication = &s.storage.scylla.replication;
+    assert_eq!(replication.to_string(), "eu:3,us:2");
+    assert_eq!(
+        replication.to_string().parse().ok().as_ref(),
+        Some(replication)
+    );
+    for bad in [
+        "ftp://sho.rt",
+        "https://sho.rt/?q=1",
+        "https://sho.rt/#top",
+        "/relative",
+    ] {
+        assert!(bad.parse::<PublicBaseUrl>().is_err(), "{bad}");
+    }
 }

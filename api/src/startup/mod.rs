@@ -22,7 +22,7 @@ use actix_web::{
 use links::{
     LinkStore, StoreError, TokenDigest,
     clicks::UserAgentClassifier,
-    codegen::{CodeAllocator, CodeGenerator, CodeKey, GeneratorError},
+    codegen::{CodeAllocator, CodeGenerator, GeneratorError},
 };
 use runtime::{tasks::Tasks, telemetry::Sampler};
 use tokio_util::sync::CancellationToken;
@@ -124,9 +124,9 @@ impl Application {
             source,
         })?;
         let addr = listener.local_addr()?;
-        let public_base = match settings.http.public_base_url.trim_end_matches('/') {
-            "" => format!("http://{addr}"),
-            configured => configured.to_owned(),
+        let public_base = match &settings.http.public_base_url {
+            Some(configured) => configured.as_str().to_owned(),
+            None => format!("http://{addr}"),
         };
         let url_policy = url_policy(&settings, &public_base, addr);
 
@@ -146,14 +146,9 @@ impl Application {
         let admin_listener = admin_addr
             .map(|addr| server::bind(addr).map_err(|source| StartupError::Bind { addr, source }))
             .transpose()?;
-        let key = settings
-            .code_key()
-            .map(CodeKey::from_hex)
-            .transpose()
-            .map_err(GeneratorError::Key)?;
+        let key = settings.links.code_key.as_ref();
         let generator =
-            CodeGenerator::for_store(store.as_ref(), key.as_ref(), settings.links.code_length)
-                .await?;
+            CodeGenerator::for_store(store.as_ref(), key, settings.links.code_length).await?;
         let codes =
             CodeAllocator::new(generator, store.clone(), settings.links.id_block_size.get());
 

@@ -13,7 +13,7 @@ use stores::{
 };
 
 use super::StartupError;
-use crate::config::{EventBackend, Settings, SettingsError, StorageBackend};
+use crate::config::{EventBackend, Settings, StorageBackend};
 
 /// Opens the store the settings name.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, StartupError> {
@@ -35,7 +35,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn LinkStore>, Start
             Ok(store)
         }
         StorageBackend::Scylla => {
-            let options = scylla_options(settings)?;
+            let options = scylla_options(settings);
             if settings.storage.scylla.migrate_on_start {
                 stores::scylla::migrate(&options).await?;
             }
@@ -67,17 +67,16 @@ pub(super) fn url_policy(
 }
 
 /// The Scylla adapter's options from the settings.
-pub fn scylla_options(settings: &Settings) -> Result<ScyllaOptions, StartupError> {
+pub fn scylla_options(settings: &Settings) -> ScyllaOptions {
     // With Kafka, the worker counts clicks; in process, the API does.
     let click_counts = match settings.events.backend {
         EventBackend::Kafka => ClickCounts::Ledger,
         EventBackend::Inprocess => ClickCounts::Counters,
     };
-    Ok(settings
+    settings
         .storage
         .scylla
         .options(settings.links.retention, click_counts)
-        .map_err(SettingsError::from)?)
 }
 
 /// `shortener-api migrate`: brings the configured store's schema up to
@@ -89,7 +88,7 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
             tracing::info!("the SQLite store is migrated");
         }
         StorageBackend::Scylla => {
-            let options = scylla_options(settings)?;
+            let options = scylla_options(settings);
             let applied = stores::scylla::migrate(&options).await?;
             tracing::info!(
                 keyspace = %options.keyspace,

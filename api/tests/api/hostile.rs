@@ -173,7 +173,7 @@ fn base62(mut n: u128) -> String {
 #[tokio::test]
 async fn links_back_to_the_service_are_refused_however_spelt() {
     let app = spawn_app_with(|s| {
-        s.http.public_base_url = "https://Sho.RT".into();
+        s.http.public_base_url = Some("https://Sho.RT".parse().expect("valid base URL"));
         s.links.blocked_hosts = ["evil.example", "[2001:db8::1]"]
             .map(|host| links::HostIdentity::parse(host).expect("valid"))
             .to_vec();

@@ -455,7 +455,7 @@ async fn generated_codes_never_take_an_alias() {
     let key = CodeKey::generate();
     let generator = CodeGenerator::new(&key, 7).expect("generator");
     let app = spawn_app_with(|s| {
-        s.links.code_key = key.to_hex().into();
+        s.links.code_key = Some(key.clone());
         s.links.id_block_size = NonZeroU64::new(10).expect("not zero");
     })
     .await;

@@ -21,7 +21,9 @@ pub fn api_settings(deployment: &Deployment) -> Settings {
     s.storage.scylla.nodes = o.nodes.clone();
     s.storage.scylla.local_dc = o.local_dc.clone();
     s.storage.scylla.keyspace = o.keyspace.clone();
-    s.storage.scylla.replication = format!("{}:{}", o.replication[0].0, o.replication[0].1);
+    s.storage.scylla.replication = format!("{}:{}", o.replication[0].0, o.replication[0].1)
+        .parse()
+        .expect("valid replication");
     s.storage.scylla.request_timeout = Duration::from_secs(10);
     s.events.backend = EventBackend::Kafka;
     s.events.kafka.brokers = brokers();

@@ -3,13 +3,13 @@
 //! `shortener-api` and `shortener-worker` so one file (or one set of
 //! `SHORTENER__STORAGE__SCYLLA__*` variables) configures both.
 
-use std::time::Duration;
+use std::{fmt, str::FromStr, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{Consistency, check_keyspace_name};
-use runtime::settings::{InvalidKey, invalid};
+use runtime::settings::{self, InvalidKey, invalid};
 
 /// How the production store connects.
 #[derive(Debug, Clone)]
@@ -80,6 +80,62 @@ impl From<ConsistencySetting> for Consistency {
     }
 }
 
+/// Replicas per datacenter for `NetworkTopologyStrategy`, written
+/// `"dc1:3,dc2:3"`: at least one datacenter, 1 to 9 replicas each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication(Vec<(String, u32)>);
+
+impl Replication {
+    /// (datacenter, replicas) pairs, in the order written.
+    pub fn datacenters(&self) -> &[(String, u32)] {
+        &self.0
+    }
+}
+
+impl FromStr for Replication {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let pairs = text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let (dc, n) = part
+                    .split_once(':')
+                    .ok_or_else(|| format!("'{part}' is not DATACENTER:REPLICAS"))?;
+                let n: u32 = n
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=9).contains(n))
+                    .ok_or_else(|| format!("'{part}': replicas must be 1 to 9"))?;
+                let dc = dc.trim();
+                if dc.is_empty() || dc.contains(['\'', '"']) {
+                    return Err(format!("'{part}': bad datacenter name"));
+                }
+                Ok((dc.to_owned(), n))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pairs.is_empty() {
+            return Err("name at least one datacenter".into());
+        }
+        Ok(Self(pairs))
+    }
+}
+
+impl fmt::Display for Replication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (dc, n)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{dc}:{n}")?;
+        }
+        Ok(())
+    }
+}
+
 /// `storage.scylla.*`, as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +143,8 @@ pub struct ScyllaSettings {
     pub nodes: Vec<String>,
     pub local_dc: String,
     pub keyspace: String,
-    pub replication: String,
+    #[serde(deserialize_with = "settings::parsed")]
+    pub replication: Replication,
     pub consistency: ConsistencySetting,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -109,7 +166,6 @@ impl ScyllaSettings {
         }
         check_keyspace_name(&self.keyspace)
             .map_err(|e| invalid("storage.scylla.keyspace", e.to_string()))?;
-        self.replication()?;
         if self.request_timeout.is_zero() {
             return Err(invalid(
                 "storage.scylla.request_timeout",
@@ -125,50 +181,15 @@ impl ScyllaSettings {
         Ok(())
     }
 
-    /// `replication` as (datacenter, replicas) pairs: "dc1:3,dc2:3".
-    pub fn replication(&self) -> Result<Vec<(String, u32)>, InvalidKey> {
-        let key = "storage.scylla.replication";
-        let pairs = self
-            .replication
-            .split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .map(|part| {
-                let (dc, n) = part
-                    .split_once(':')
-                    .ok_or_else(|| invalid(key, format!("'{part}' is not DATACENTER:REPLICAS")))?;
-                let n: u32 = n
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=9).contains(n))
-                    .ok_or_else(|| invalid(key, format!("'{part}': replicas must be 1 to 9")))?;
-                let dc = dc.trim();
-                if dc.is_empty() || dc.contains(['\'', '"']) {
-                    return Err(invalid(key, format!("'{part}': bad datacenter name")));
-                }
-                Ok((dc.to_owned(), n))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if pairs.is_empty() {
-            return Err(invalid(key, "name at least one datacenter"));
-        }
-        Ok(pairs)
-    }
-
     /// The options to connect with; `retention` and `click_counts` come
     /// from outside this section.
-    pub fn options(
-        &self,
-        retention: Duration,
-        click_counts: ClickCounts,
-    ) -> Result<ScyllaOptions, InvalidKey> {
+    pub fn options(&self, retention: Duration, click_counts: ClickCounts) -> ScyllaOptions {
         let password = self.password.expose_secret();
-        Ok(ScyllaOptions {
+        ScyllaOptions {
             nodes: self.nodes.iter().map(|n| n.trim().to_owned()).collect(),
             local_dc: self.local_dc.clone(),
             keyspace: self.keyspace.clone(),
-            replication: self.replication()?,
+            replication: self.replication.datacenters().to_vec(),
             consistency: self.consistency.into(),
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
@@ -178,6 +199,6 @@ impl ScyllaSettings {
             max_in_flight: self.max_in_flight,
             retention: chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
             click_counts,
-        })
+        }
     }
 }

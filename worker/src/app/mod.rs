@@ -106,8 +106,7 @@ impl Worker {
         let options = settings
             .storage
             .scylla
-            .options(Duration::ZERO, ClickCounts::Ledger)
-            .map_err(SettingsError::from)?;
+            .options(Duration::ZERO, ClickCounts::Ledger);
         let store = ScyllaStore::connect(options).await?;
         // Compiling the user-agent rules takes a moment: not on the executor.
         let classifier = tokio::task::spawn_blocking(UserAgentClassifier::shared).await?;

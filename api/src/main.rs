@@ -19,10 +19,14 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = runtime::telemetry::init("shortener-api", &settings.log, &settings.traces)?;
     match command.as_deref() {
         None | Some("serve") => {
-            Application::build(settings)
-                .await?
-                .run_until_stopped()
-                .await?
+            // The root of the shutdown: SIGTERM or SIGINT cancel it.
+            let shutdown = runtime::signals::shutdown_token()?;
+            let app = tokio::select! {
+                app = Application::build(settings) => app?,
+                // Stopped while still starting (waiting for a store, say).
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            app.with_stop_token(shutdown).run_until_stopped().await?
         }
         Some("migrate") => startup::migrate(&settings).await?,
         Some(other) => anyhow::bail!("unknown command {other:?}\n{USAGE}"),

@@ -14,7 +14,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load()?;
     let telemetry = runtime::telemetry::init("shortener-worker", &settings.log, &settings.traces)?;
-    Worker::build(settings).await?.run_until_stopped().await?;
+    // The root of the shutdown: SIGTERM or SIGINT cancel it.
+    let shutdown = runtime::signals::shutdown_token()?;
+    let worker = tokio::select! {
+        worker = Worker::build(settings) => worker?,
+        // Stopped while still starting (waiting for a broker, say).
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    worker.with_stop_token(shutdown).run_until_stopped().await?;
     // Sends the spans still buffered; blocking, so off the executor.
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())

@@ -251,12 +251,19 @@ impl Application {
         self.admin.as_ref().map_or(self.addr, |(addr, _)| *addr)
     }
 
-    /// Cancelling this token stops the application gracefully, as SIGTERM does.
+    /// Cancelling this token stops the application gracefully.
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
 
-    /// Serves until SIGTERM, SIGINT or the stop token; then stops taking
+    /// Stops when `token` is cancelled: `main` hands the root token of the
+    /// process's shutdown ([`runtime::signals::shutdown_token`]).
+    pub fn with_stop_token(mut self, token: CancellationToken) -> Self {
+        self.stop = token;
+        self
+    }
+
+    /// Serves until the stop token is cancelled; then stops taking
     /// requests, lets in-flight ones finish, and writes every queued click.
     /// Stops the same way, with an error, if the store breaks for good.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
@@ -281,7 +288,7 @@ impl Application {
                 tracing::error!(%reason, "the store is broken; stopping so that the process is restarted");
                 broken = Some(reason);
             }
-            () = runtime::signals::shutdown_requested(&stop) => {}
+            () = stop.cancelled() => {}
         }
         if !server.is_finished() {
             tracing::info!("shutting down: draining requests");

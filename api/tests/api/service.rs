@@ -211,3 +211,42 @@ async fn problems_never_leak_internals() {
             .contains("panicked")
     );
 }
+
+/// `main` listens for SIGTERM from the start: a process still waiting for
+/// its store stops at once, cleanly, instead of waiting out the connect
+/// timeout (or being killed by the signal).
+#[tokio::test]
+async fn sigterm_while_starting_stops_cleanly() {
+    use nix::{
+        sys::signal::{Signal, kill},
+        unistd::Pid,
+    };
+    // A "node" that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let node = silent.local_addr().expect("address").to_string();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shortener-api"))
+        .current_dir(dir.path())
+        .env("SHORTENER_CONFIG_DIR", dir.path().join("no-config"))
+        .env("SHORTENER__HTTP__LISTEN", "127.0.0.1:0")
+        .env("SHORTENER__STORAGE__BACKEND", "scylla")
+        .env("SHORTENER__STORAGE__SCYLLA__NODES", &node)
+        .env("SHORTENER__STORAGE__SCYLLA__CONNECT_TIMEOUT", "60s")
+        .env("SHORTENER__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start shortener-api");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "still starting"
+    );
+    let pid = Pid::from_raw(child.id().expect("running") as i32);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("stops within 10 s of SIGTERM")
+        .expect("status");
+    assert!(status.success(), "{status:?}");
+}

@@ -156,22 +156,22 @@ impl Worker {
         self.metrics_server.0
     }
 
-    /// Cancelling it stops the worker gracefully, as SIGTERM does.
+    /// Cancelling it stops the worker gracefully.
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
 
-    /// Runs until SIGTERM, SIGINT or the stop token; then writes what it
-    /// has counted, commits, and leaves the group.
+    /// Stops when `token` is cancelled: `main` hands the root token of the
+    /// process's shutdown ([`runtime::signals::shutdown_token`]).
+    pub fn with_stop_token(mut self, token: CancellationToken) -> Self {
+        self.stop = token;
+        self
+    }
+
+    /// Runs until the stop token is cancelled; then writes what it has
+    /// counted, commits, and leaves the group.
     pub async fn run_until_stopped(mut self) -> Result<Totals, WorkerError> {
         let stop = self.stop.clone();
-        self.tasks.spawn({
-            let stop = stop.clone();
-            async move {
-                runtime::signals::shutdown_requested(&stop).await;
-                stop.cancel();
-            }
-        });
         // Fires `shutdown_timeout` after the stop: retries give up then.
         let abandon = CancellationToken::new();
         self.tasks.spawn_until_stopped({

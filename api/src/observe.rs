@@ -109,21 +109,18 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
-        let observer = &self.observer;
-        let route = Route::of(req.method(), req.path());
-        let span = match observer.sampler.decide(&HeaderExtractor(req.headers())) {
-            Some(parent) => request_span(&req, route, parent),
+        let span = match self
+            .observer
+            .sampler
+            .decide(&HeaderExtractor(req.headers()))
+        {
+            Some(parent) => request_span(&req, parent),
             None => Span::none(),
         };
-        let logged = route != Route::Redirect
-            || (observer.access_log_ratio > 0.0
-                && rand::random::<f64>() < observer.access_log_ratio);
-        let access = logged.then(|| Box::new((req.method().clone(), req.path().to_owned())));
         Observed {
             inner: self.service.call(req).instrument(span),
             start,
-            route,
-            access,
+            access_log_ratio: self.observer.access_log_ratio,
             http: Rc::clone(&self.http),
         }
     }
@@ -135,8 +132,7 @@ pin_project! {
         #[pin]
         inner: Instrumented<F>,
         start: Instant,
-        route: Route,
-        access: Option<Box<(Method, String)>>,
+        access_log_ratio: f64,
         http: Rc<HttpMetrics>,
     }
 }
@@ -150,29 +146,41 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = std::task::ready!(this.inner.as_mut().poll(cx));
-        let status = match &result {
-            Ok(response) => response.status(),
-            Err(error) => error.as_response_error().status_code(),
-        };
         let elapsed = this.start.elapsed();
-        this.http.record(*this.route, status, elapsed);
+        // The route is the router's: the name of the resource that took
+        // the request. Only a panic outside every route (in a middleware,
+        // or the router) comes as an error, without its request.
+        let (route, request, status) = match &result {
+            Ok(response) => {
+                let request = response.request();
+                let route = Route::of_resource(request.match_name());
+                (route, Some(request), response.status())
+            }
+            Err(error) => (
+                Route::Redirect,
+                None,
+                error.as_response_error().status_code(),
+            ),
+        };
+        this.http.record(route, status, elapsed);
         let span = this.inner.as_ref().get_ref().span();
         if !span.is_none() {
+            let method = request.map_or("", |r| r.method().as_str());
+            // The span is under way (its trace id was read): renamed
+            // through OpenTelemetry, as a late `otel.name` is not applied.
+            span.context()
+                .span()
+                .update_name(format!("{method} {}", route.pattern()));
             span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
             if status.is_server_error() {
                 span.record("otel.status_code", "ERROR");
             }
         }
-        if let Some(access) = this.access.take() {
-            let (method, path) = *access;
+        let ratio = *this.access_log_ratio;
+        if route != Route::Redirect || (ratio > 0.0 && rand::random::<f64>() < ratio) {
             let _entered = span.enter();
-            access_log(
-                *this.route,
-                &method,
-                &path,
-                status,
-                elapsed.as_micros() as u64,
-            );
+            let (method, path) = request.map_or((&Method::GET, "-"), |r| (r.method(), r.path()));
+            access_log(route, method, path, status, elapsed.as_micros() as u64);
         }
         Poll::Ready(result)
     }
@@ -181,12 +189,12 @@ where
 /// The server span of a sampled request, child of the caller's span if
 /// it sent one. Its `trace_id` field puts the trace id on every log line
 /// written while it is current.
-fn request_span(req: &ServiceRequest, route: Route, parent: opentelemetry::Context) -> Span {
+fn request_span(req: &ServiceRequest, parent: opentelemetry::Context) -> Span {
     // Few `tracing` fields: the log layer formats each of them for every
     // span it sees. The HTTP attributes go to the trace alone.
     let span = tracing::info_span!(
+        // Renamed "METHOD /route" once the router has taken the request.
         "request",
-        otel.name = format!("{} {}", req.method(), route.pattern()),
         otel.kind = "server",
         otel.status_code = Empty,
         trace_id = Empty,
@@ -195,7 +203,6 @@ fn request_span(req: &ServiceRequest, route: Route, parent: opentelemetry::Conte
     // span of nothing.
     let _ = span.set_parent(parent);
     span.set_attribute("http.request.method", req.method().as_str().to_owned());
-    span.set_attribute("http.route", route.pattern());
     span.set_attribute("url.path", req.path().to_owned());
     let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));

@@ -28,17 +28,32 @@ struct RouteLabel {
     route: &'static str,
 }
 
+/// The names the router gives the resources it serves; a request's
+/// `route` label is the one of the resource that took it.
+pub mod resource {
+    pub const HEALTHZ: &str = "healthz";
+    pub const READYZ: &str = "readyz";
+    pub const METRICS: &str = "metrics";
+    pub const OPENAPI: &str = "openapi";
+    pub const CREATE: &str = "create";
+    pub const LINK: &str = "link";
+    pub const STATS: &str = "stats";
+    /// Any other path under `/api/v1` (answered 404).
+    pub const API_UNKNOWN: &str = "api-unknown";
+}
+
 /// What a request was for: the `route` label of the HTTP metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// `GET`/`HEAD /{code}`, and any path no other route takes.
+    /// `GET`/`HEAD /{code}`: the router's fallback, so any path no
+    /// resource takes.
     Redirect,
-    /// `POST /api/v1/links`.
+    /// `/api/v1/links`.
     Create,
-    /// `GET /api/v1/links/{code}/stats`.
+    /// `/api/v1/links/{code}/stats`.
     Stats,
     /// The rest of `/api/v1`: read, change, delete a link; the OpenAPI
-    /// document.
+    /// document; unknown API paths.
     Api,
     /// `/healthz`, `/readyz`, `/metrics`.
     Admin,
@@ -53,14 +68,15 @@ impl Route {
         Route::Admin,
     ];
 
-    /// The route of a request, from its method and path alone.
-    pub fn of(method: &actix_web::http::Method, path: &str) -> Self {
-        match path.strip_prefix("/api/") {
-            Some("v1/links") if method == actix_web::http::Method::POST => Route::Create,
-            Some(rest) if rest.ends_with("/stats") => Route::Stats,
-            Some(_) => Route::Api,
-            None if matches!(path, "/healthz" | "/readyz" | "/metrics") => Route::Admin,
+    /// The route of the resource the router matched, by its name; `None`
+    /// (no resource: the fallback) is the redirect.
+    pub fn of_resource(name: Option<&str>) -> Self {
+        match name {
             None => Route::Redirect,
+            Some(resource::CREATE) => Route::Create,
+            Some(resource::STATS) => Route::Stats,
+            Some(resource::HEALTHZ | resource::READYZ | resource::METRICS) => Route::Admin,
+            Some(_) => Route::Api,
         }
     }
 

@@ -21,7 +21,7 @@ use prometheus_client::{
 
 mod http;
 
-pub use http::{HttpMetrics, Route};
+pub use http::{HttpMetrics, Route, resource};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
@@ -357,24 +357,9 @@ impl Default for Metrics {
 mod tests {
     use std::time::Duration;
 
-    use actix_web::http::{Method, StatusCode};
+    use actix_web::http::StatusCode;
 
     use super::*;
-
-    #[test]
-    fn routes_are_told_by_method_and_path() {
-        let of = |method: Method, path| Route::of(&method, path);
-        assert_eq!(of(Method::GET, "/abc1234"), Route::Redirect);
-        assert_eq!(of(Method::HEAD, "/abc1234"), Route::Redirect);
-        assert_eq!(of(Method::GET, "/no/such/path"), Route::Redirect);
-        assert_eq!(of(Method::POST, "/api/v1/links"), Route::Create);
-        assert_eq!(of(Method::GET, "/api/v1/links"), Route::Api);
-        assert_eq!(of(Method::GET, "/api/v1/links/abc1234"), Route::Api);
-        assert_eq!(of(Method::GET, "/api/v1/links/abc1234/stats"), Route::Stats);
-        assert_eq!(of(Method::GET, "/api/v1/openapi.json"), Route::Api);
-        assert_eq!(of(Method::GET, "/healthz"), Route::Admin);
-        assert_eq!(of(Method::GET, "/metrics"), Route::Admin);
-    }
 
     #[test]
     fn requests_are_counted_per_route_and_status_class() {

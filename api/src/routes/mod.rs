@@ -15,7 +15,7 @@ pub mod stats;
 use ::links::Code;
 use actix_web::{
     HttpRequest,
-    body::MessageBody,
+    body::BoxBody,
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
 };
@@ -31,8 +31,8 @@ pub fn code_param(req: &HttpRequest) -> Result<Code, ApiError> {
 pub async fn limit_headers(
     limit: usize,
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let head = req.uri().path().len()
         + req.uri().query().map_or(0, str::len)
         + req
@@ -41,7 +41,8 @@ pub async fn limit_headers(
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
     if head > limit {
-        return Err(ApiError::HeadersTooLarge(limit).into());
+        // An answer that keeps the request, so its route is known.
+        return Ok(req.error_response(ApiError::HeadersTooLarge(limit)));
     }
     next.call(req).await
 }

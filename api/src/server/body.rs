@@ -66,12 +66,11 @@ pub struct BodyLimits {
 #[derive(Debug, Clone)]
 pub struct ReadBody(pub Arc<BodyLimits>);
 
-impl<S, B> Transform<S, ServiceRequest> for ReadBody
+impl<S> Transform<S, ServiceRequest> for ReadBody
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: 'static,
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error> + 'static,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<BoxBody>;
     type Error = Error;
     type Transform = ReadBodyService<S>;
     type InitError = ();
@@ -91,14 +90,14 @@ pub struct ReadBodyService<S> {
     limits: Arc<BodyLimits>,
 }
 
-impl<S, B> Service<ServiceRequest> for ReadBodyService<S>
+impl<S> Service<ServiceRequest> for ReadBodyService<S>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: 'static,
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error> + 'static,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<BoxBody>;
     type Error = Error;
-    type Future = Either<S::Future, LocalBoxFuture<'static, Result<ServiceResponse<B>, Error>>>;
+    type Future =
+        Either<S::Future, LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, Error>>>;
 
     forward_ready!(service);
 
@@ -116,11 +115,15 @@ where
                     req.set_payload(Payload::from(body));
                     service.call(req).await
                 }
-                Err(error) => Err(RefusedBody {
-                    error,
-                    unread: RefCell::new(Some(payload)),
-                }
-                .into()),
+                // An answer, not an error: it keeps the request, so the
+                // request metrics know the route it was refused on.
+                Err(error) => Ok(ServiceResponse::from_err(
+                    RefusedBody {
+                        error,
+                        unread: RefCell::new(Some(payload)),
+                    },
+                    req.into_parts().0,
+                )),
             }
         }))
     }

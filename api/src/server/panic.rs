@@ -18,7 +18,8 @@ use std::{
 };
 
 use actix_web::{
-    Error,
+    Error, HttpRequest,
+    body::BoxBody,
     dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready},
 };
 use futures_util::{FutureExt, future::CatchUnwind};
@@ -27,63 +28,87 @@ use pin_project_lite::pin_project;
 use crate::error::ApiError;
 
 /// The middleware (see the module documentation).
+///
+/// [`CatchPanic::ROUTED`] wraps every route: its `500` carries the
+/// request, so the request metrics and the access log know whose route
+/// panicked. [`CatchPanic::OUTER`] wraps the whole application, for a
+/// panic in a middleware or the router, before any route took the request
+/// (it cannot hold the request: routing needs it unshared).
 #[derive(Debug, Clone, Copy)]
-pub struct CatchPanic;
+pub struct CatchPanic {
+    routed: bool,
+}
 
-impl<S, B> Transform<S, ServiceRequest> for CatchPanic
+impl CatchPanic {
+    pub const ROUTED: Self = Self { routed: true };
+    pub const OUTER: Self = Self { routed: false };
+}
+
+impl<S> Transform<S, ServiceRequest> for CatchPanic
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error>,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<BoxBody>;
     type Error = Error;
     type Transform = CatchPanicService<S>;
     type InitError = ();
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(CatchPanicService { service }))
+        ready(Ok(CatchPanicService {
+            service,
+            routed: self.routed,
+        }))
     }
 }
 
 #[derive(Debug)]
 pub struct CatchPanicService<S> {
     service: S,
+    routed: bool,
 }
 
-impl<S, B> Service<ServiceRequest> for CatchPanicService<S>
+impl<S> Service<ServiceRequest> for CatchPanicService<S>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error>,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<BoxBody>;
     type Error = Error;
     type Future = Caught<S::Future>;
 
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        // A shared handle (a count on the request), kept to answer with.
+        let request = self.routed.then(|| req.request().clone());
         // A panic in `call` itself (routing, extractors run later) is caught
         // as well as one while the answer is polled.
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
-            Ok(future) => Caught::running(future),
-            Err(panic) => Caught::Panicked { panic: Some(panic) },
+            Ok(future) => Caught::Running {
+                future: AssertUnwindSafe(future).catch_unwind(),
+                request,
+            },
+            Err(panic) => Caught::Panicked {
+                panic: Some(panic),
+                request,
+            },
         }
     }
 }
 
 pin_project! {
-    /// A request's answer, with its panic turned into an error.
+    /// A request's answer, with its panic turned into a `500`.
     #[project = CaughtProj]
     pub enum Caught<F> {
-        Running { #[pin] future: CatchUnwind<AssertUnwindSafe<F>> },
-        Panicked { panic: Option<Box<dyn Any + Send>> },
-    }
-}
-
-impl<F: Future> Caught<F> {
-    fn running(future: F) -> Self {
-        Self::Running {
-            future: AssertUnwindSafe(future).catch_unwind(),
-        }
+        Running {
+            #[pin]
+            future: CatchUnwind<AssertUnwindSafe<F>>,
+            request: Option<HttpRequest>,
+        },
+        Panicked {
+            panic: Option<Box<dyn Any + Send>>,
+            request: Option<HttpRequest>,
+        },
     }
 }
 
@@ -96,22 +121,27 @@ impl<F> std::fmt::Debug for Caught<F> {
     }
 }
 
-impl<F, T> Future for Caught<F>
+impl<F> Future for Caught<F>
 where
-    F: Future<Output = Result<T, Error>>,
+    F: Future<Output = Result<ServiceResponse<BoxBody>, Error>>,
 {
-    type Output = Result<T, Error>;
+    type Output = Result<ServiceResponse<BoxBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let panic = match self.project() {
-            CaughtProj::Running { future } => match std::task::ready!(future.poll(cx)) {
+        let (panic, request) = match self.project() {
+            CaughtProj::Running { future, request } => match std::task::ready!(future.poll(cx)) {
                 Ok(result) => return Poll::Ready(result),
-                Err(panic) => panic,
+                Err(panic) => (panic, request.take()),
             },
-            CaughtProj::Panicked { panic } => panic.take().unwrap_or_else(|| Box::new("")),
+            CaughtProj::Panicked { panic, request } => {
+                (panic.take().unwrap_or_else(|| Box::new("")), request.take())
+            }
         };
         // The panic hook has logged it, with its message and location.
         drop(panic);
-        Poll::Ready(Err(ApiError::Panicked.into()))
+        Poll::Ready(match request {
+            Some(request) => Ok(ServiceResponse::from_err(ApiError::Panicked, request)),
+            None => Err(ApiError::Panicked.into()),
+        })
     }
 }

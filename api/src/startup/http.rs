@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 
+use actix_service::apply;
 use actix_web::{App, dev::ServerHandle, web};
 use runtime::tasks::Tasks;
 
@@ -10,7 +11,7 @@ use super::StartupError;
 use crate::{
     config::HttpSettings,
     error::{self, json_error, query_error},
-    metrics::Metrics,
+    metrics::{Metrics, resource},
     openapi,
     routes::{health, links as link_routes, metrics, redirect, stats},
     server::{self, ConnectionLimits, ServerOptions, body::ReadBody, panic::CatchPanic},
@@ -68,7 +69,7 @@ pub(super) fn admin_server(
         move || {
             App::new()
                 .wrap(bodies.clone())
-                .wrap(CatchPanic)
+                .wrap(CatchPanic::OUTER)
                 .app_data(state.clone())
                 .service(
                     web::resource("/metrics")
@@ -93,6 +94,9 @@ pub(super) fn admin_server(
     Ok((addr, handle))
 }
 
+/// The public routes. Every resource has the name its request metrics are
+/// labelled by ([`resource`]), and catches its own panics
+/// ([`CatchPanic::ROUTED`]) so that a panic's `500` keeps its route.
 pub(super) fn routes(
     cfg: &mut web::ServiceConfig,
     state: web::Data<AppState>,
@@ -100,6 +104,7 @@ pub(super) fn routes(
     metrics_here: bool,
 ) {
     let not_allowed = |allow| web::to(error::method_not_allowed(allow));
+    let named = |name: &str, path: &str| web::resource(path).name(name);
     cfg.app_data(state)
         .app_data(
             web::JsonConfig::default()
@@ -108,51 +113,65 @@ pub(super) fn routes(
         )
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .service(
-            web::resource("/healthz")
+            named(resource::HEALTHZ, "/healthz")
                 .route(web::get().to(health::healthz))
-                .default_service(not_allowed("GET")),
+                .default_service(not_allowed("GET"))
+                .wrap(CatchPanic::ROUTED),
         )
         .service(
-            web::resource("/readyz")
+            named(resource::READYZ, "/readyz")
                 .route(web::get().to(health::readyz))
-                .default_service(not_allowed("GET")),
+                .default_service(not_allowed("GET"))
+                .wrap(CatchPanic::ROUTED),
         )
         .configure(|cfg| {
             if metrics_here {
                 cfg.service(
-                    web::resource("/metrics")
+                    named(resource::METRICS, "/metrics")
                         .route(web::get().to(metrics::metrics))
-                        .default_service(not_allowed("GET")),
+                        .default_service(not_allowed("GET"))
+                        .wrap(CatchPanic::ROUTED),
                 );
             }
         })
         .service(
             web::scope("/api/v1")
                 .service(
-                    web::resource("/openapi.json")
+                    named(resource::OPENAPI, "/openapi.json")
                         .route(web::get().to(openapi::document))
-                        .default_service(not_allowed("GET")),
+                        .default_service(not_allowed("GET"))
+                        .wrap(CatchPanic::ROUTED),
                 )
                 .service(
-                    web::resource("/links")
+                    named(resource::CREATE, "/links")
                         .route(web::post().to(link_routes::create))
-                        .default_service(not_allowed("POST")),
+                        .default_service(not_allowed("POST"))
+                        .wrap(CatchPanic::ROUTED),
                 )
                 .service(
-                    web::resource("/links/{code}")
+                    named(resource::LINK, "/links/{code}")
                         .route(web::get().to(link_routes::get))
                         .route(web::patch().to(link_routes::update))
                         .route(web::delete().to(link_routes::delete))
-                        .default_service(not_allowed("GET, PATCH, DELETE")),
+                        .default_service(not_allowed("GET, PATCH, DELETE"))
+                        .wrap(CatchPanic::ROUTED),
                 )
                 .service(
-                    web::resource("/links/{code}/stats")
+                    named(resource::STATS, "/links/{code}/stats")
                         .route(web::get().to(stats::get))
-                        .default_service(not_allowed("GET")),
+                        .default_service(not_allowed("GET"))
+                        .wrap(CatchPanic::ROUTED),
                 )
-                .default_service(web::to(error::no_route)),
+                // Any other path under the API: a resource, so that its
+                // `404` is the API's in the metrics.
+                .service(
+                    named(resource::API_UNKNOWN, "/{path:.*}")
+                        .to(error::no_route)
+                        .wrap(CatchPanic::ROUTED),
+                )
+                .default_service(apply(CatchPanic::ROUTED, web::to(error::no_route))),
         )
         // Every other path is a short link: matching it last, as the
         // fallback, spares the hot path the router's pattern matching.
-        .default_service(web::to(redirect::dispatch));
+        .default_service(apply(CatchPanic::ROUTED, web::to(redirect::dispatch)));
 }

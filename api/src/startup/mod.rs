@@ -213,7 +213,7 @@ impl Application {
                         crate::routes::limit_headers(max_header_bytes, req, next)
                     }))
                     .wrap(bodies.clone())
-                    .wrap(CatchPanic)
+                    .wrap(CatchPanic::OUTER)
                     .wrap(Condition::new(observed, observer.clone()))
                     .configure(|cfg| {
                         routes(cfg, app_state.clone(), http.max_body_bytes, metrics_here)

@@ -250,3 +250,78 @@ async fn sigterm_while_starting_stops_cleanly() {
         .expect("status");
     assert!(status.success(), "{status:?}");
 }
+
+/// The `route` label is the router's: the resource that took a request,
+/// refused ones and panicking ones included; any path no resource takes is
+/// the redirect fallback's.
+#[tokio::test]
+async fn requests_are_labelled_by_the_resource_that_took_them() {
+    let app = spawn_app().await;
+    let (code, _) = app.shorten("https://example.com/labelled").await;
+    // The server closes refused connections: keep them out of the app's pool.
+    let abuser = reqwest::Client::new();
+    let sent = [
+        (app.get(&format!("/{code}")).await, "redirect", "3xx"),
+        (app.get("/nosuchcode").await, "redirect", "4xx"),
+        (app.get("/no/such/path").await, "redirect", "4xx"),
+        (
+            app.get(&format!("/api/v1/links/{code}")).await,
+            "api",
+            "2xx",
+        ),
+        (app.get("/api/v1/nothing/here").await, "api", "4xx"),
+        (app.get("/api/v1/openapi.json").await, "api", "2xx"),
+        (
+            app.get(&format!("/api/v1/links/{code}/stats")).await,
+            "stats",
+            "2xx",
+        ),
+        (app.get("/api/v1/links").await, "create", "4xx"),
+        (
+            abuser
+                .post(app.url("/api/v1/links"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; app.settings.http.max_body_bytes + 1])
+                .send()
+                .await
+                .expect("request"),
+            "create",
+            "4xx",
+        ),
+        (
+            abuser
+                .post(app.url("/api/v1/links"))
+                .header("x-filler", "a".repeat(app.settings.http.max_header_bytes))
+                .send()
+                .await
+                .expect("request"),
+            "create",
+            "4xx",
+        ),
+        (app.get("/healthz").await, "admin", "2xx"),
+    ];
+    let mut expected = std::collections::BTreeMap::new();
+    // The link created first.
+    expected.insert(("create", "2xx"), 1.0);
+    for (response, route, class) in sent {
+        let status = response.status().as_u16();
+        assert_eq!(
+            format!("{}xx", status / 100),
+            class,
+            "{route}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+        *expected.entry((route, class)).or_insert(0.0) += 1.0;
+    }
+    // One scrape, which counts itself only once answered.
+    let text = app.get("/metrics").await.text().await.expect("metrics");
+    for ((route, class), count) in expected {
+        let sample =
+            format!(r#"shortener_http_requests_total{{route="{route}",status="{class}"}}"#);
+        let value: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(&sample)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{sample} missing"));
+        assert_eq!(value, count, "{sample}");
+    }
+}

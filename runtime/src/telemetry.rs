@@ -29,8 +29,12 @@ use opentelemetry_sdk::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric, text::encode},
-    metrics::counter::ConstCounter,
-    registry::Registry,
+    metrics::{
+        counter::{ConstCounter, Counter},
+        gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::{Metric, Registry},
 };
 use serde::Deserialize;
 use tracing::Level;
@@ -101,6 +105,40 @@ fn log_filter(level: &str) -> EnvFilter {
         Err(_) => filter,
     }
 }
+
+/// Registers a metric and hands back the handle a service keeps, in one
+/// step: `registry.counter("links_created", "Links created")`.
+pub trait Register {
+    fn metric<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M;
+
+    fn counter(&mut self, name: &str, help: &str) -> Counter {
+        self.metric(name, help, Counter::default())
+    }
+
+    fn gauge(&mut self, name: &str, help: &str) -> Gauge {
+        self.metric(name, help, Gauge::default())
+    }
+
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: impl Iterator<Item = f64>,
+    ) -> Histogram {
+        self.metric(name, help, Histogram::new(buckets))
+    }
+}
+
+impl Register for Registry {
+    fn metric<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.register(name, help, metric.clone());
+        metric
+    }
+}
+
+/// Help of the Kafka client's error count, which both binaries export.
+pub const KAFKA_ERRORS_HELP: &str =
+    "Errors reported by the Kafka client (brokers unreachable, requests failed)";
 
 /// The text exposition of every metric of `registry`.
 pub fn render(registry: &Registry) -> String {

@@ -17,7 +17,10 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use runtime::http::{ConnectionMetrics, ServerOptions};
+use runtime::{
+    http::{ConnectionMetrics, ServerOptions},
+    telemetry::Register,
+};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
@@ -68,31 +71,22 @@ impl WorkerMetrics {
         let mut root = runtime::telemetry::metrics_registry();
         let registry = root.sub_registry_with_prefix("shortener_worker");
 
-        let mut counter = |name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
-        };
-        let events_consumed = counter("events_consumed", "Valid click events counted");
-        let events_skipped = counter(
+        let events_consumed = registry.counter("events_consumed", "Valid click events counted");
+        let events_skipped = registry.counter(
             "events_skipped",
             "Events skipped because the ledger had counted them already (replays)",
         );
-        let dead_letters = counter(
+        let dead_letters = registry.counter(
             "dead_letters",
             "Messages that are not click events, set aside to the dead-letter topic",
         );
-        let rows_written = counter("rows_written", "Ledger rows written");
-        let kafka_errors = counter(
-            "kafka_errors",
-            "Errors reported by the Kafka client (brokers unreachable, requests failed)",
-        );
+        let rows_written = registry.counter("rows_written", "Ledger rows written");
+        let kafka_errors = registry.counter("kafka_errors", runtime::telemetry::KAFKA_ERRORS_HELP);
 
-        let changes = Family::<ChangeLabel, Counter>::default();
-        registry.register(
+        let changes = registry.metric(
             "rebalances",
             "Partition assignment changes this worker took part in",
-            changes.clone(),
+            Family::<ChangeLabel, Counter>::default(),
         );
         let assigned = changes
             .get_or_create(&ChangeLabel { change: "assigned" })
@@ -101,11 +95,10 @@ impl WorkerMetrics {
             .get_or_create(&ChangeLabel { change: "revoked" })
             .clone();
 
-        let failures = Family::<DependencyLabel, Counter>::default();
-        registry.register(
+        let failures = registry.metric(
             "call_failures",
             "Calls that failed and were retried, per dependency",
-            failures.clone(),
+            Family::<DependencyLabel, Counter>::default(),
         );
         let scylla_failures = failures
             .get_or_create(&DependencyLabel {
@@ -118,31 +111,25 @@ impl WorkerMetrics {
             })
             .clone();
 
-        let consumer_lag = Family::<PartitionLabel, Gauge>::default();
-        registry.register(
+        let consumer_lag = registry.metric(
             "consumer_lag_events",
             "Per owned partition, events in Kafka past the committed offset (not yet durably counted)",
-            consumer_lag.clone(),
+            Family::<PartitionLabel, Gauge>::default(),
         );
-        let partitions = Gauge::default();
-        registry.register(
+        let partitions = registry.gauge(
             "partitions_owned",
             "Partitions of the clicks topic this worker owns",
-            partitions.clone(),
         );
         // 1 ms to about 65 s: a small write, to one retried through a
         // ScyllaDB outage.
-        let flush_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 17));
-        registry.register(
+        let flush_seconds = registry.histogram(
             "flush_duration_seconds",
             "Duration of a write of counts (dead letters, progress fence, rows)",
-            flush_seconds.clone(),
+            exponential_buckets(0.001, 2.0, 17),
         );
-        let last_flush = Gauge::default();
-        registry.register(
+        let last_flush = registry.gauge(
             "last_flush_timestamp_seconds",
             "Unix time at which the last write of counts finished",
-            last_flush.clone(),
         );
 
         Self {

@@ -18,6 +18,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use runtime::telemetry::Register;
 
 mod http;
 
@@ -143,19 +144,17 @@ impl Metrics {
         let http = HttpMetrics::default();
         registry.register_collector(Box::new(http.clone()));
         // 100 µs to about 3.3 s: a cached partition read to a timeout.
-        let store_seconds = Family::<OperationLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))) as fn() -> Histogram,
-        );
-        registry.register(
+        let store_seconds = registry.metric(
             "storage_operation_duration_seconds",
             "Duration of link store operations, errors included",
-            store_seconds.clone(),
+            Family::<OperationLabel, Histogram>::new_with_constructor(
+                (|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))) as fn() -> Histogram,
+            ),
         );
-        let store_errors = Family::<OperationLabel, Counter>::default();
-        registry.register(
+        let store_errors = registry.metric(
             "storage_errors",
             "Link store operations that failed (unavailable, timed out)",
-            store_errors.clone(),
+            Family::<OperationLabel, Counter>::default(),
         );
         let store = StoreMetrics {
             family_seconds: store_seconds,
@@ -166,24 +165,21 @@ impl Metrics {
         }
         // 1 ms to about 33 s: an acknowledgement by all in-sync replicas,
         // to the delivery timeout.
-        let kafka_delivery_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
+        let kafka_delivery_seconds = registry.metric(
             "kafka_delivery_duration_seconds",
             "Time from producing a click event to its acknowledgement by Kafka",
-            kafka_delivery_seconds.clone(),
+            Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         );
 
-        let cache_requests = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        let cache_requests = registry.metric(
             "cache_requests",
             "Link lookups per cache tier and result",
-            cache_requests.clone(),
+            Family::<CacheLabels, Counter>::default(),
         );
-        let cache_loads = Family::<TierLabel, Counter>::default();
-        registry.register(
+        let cache_loads = registry.metric(
             "cache_loads",
             "Loads from the next tier after a cache miss (one per key however many requests wait)",
-            cache_loads.clone(),
+            Family::<TierLabel, Counter>::default(),
         );
         for tier in ["l1", "l2"] {
             for result in ["hit", "negative_hit", "miss"] {
@@ -205,92 +201,73 @@ impl Metrics {
         };
         let (l2_hits, l2_negative_hits, l2_misses) = (l2("hit"), l2("negative_hit"), l2("miss"));
         // 100 µs to about 1.6 s: a loopback GET to a frozen Redis's timeout.
-        let redis_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
-        registry.register(
+        let redis_seconds = registry.metric(
             "redis_call_duration_seconds",
             "Duration of Redis calls made (pool wait included)",
-            redis_seconds.clone(),
+            Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
         );
-        let kafka_buffered = Gauge::default();
-        registry.register(
+        let kafka_buffered = registry.gauge(
             "kafka_buffered_events",
             "Click events in the producer awaiting delivery to Kafka",
-            kafka_buffered.clone(),
         );
-        let redis_breaker_open = Gauge::default();
-        registry.register(
+        let redis_breaker_open = registry.gauge(
             "redis_breaker_open",
             "1 while the Redis breaker is open and L2 is skipped",
-            redis_breaker_open.clone(),
         );
 
-        let mut counter = |name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
-        };
-        let links_created = counter("links_created", "Links created");
-        let clicks_enqueued = counter("clicks_enqueued", "Click events queued for processing");
-        let clicks_dropped = counter(
+        let links_created = registry.counter("links_created", "Links created");
+        let clicks_enqueued =
+            registry.counter("clicks_enqueued", "Click events queued for processing");
+        let clicks_dropped = registry.counter(
             "clicks_dropped",
             "Click events dropped because the queue was full (the redirect was served)",
         );
-        let clicks_recorded = counter(
+        let clicks_recorded = registry.counter(
             "clicks_recorded",
             "Click events whose counts reached the store",
         );
-        let clicks_produced = counter(
+        let clicks_produced = registry.counter(
             "clicks_produced",
             "Click events acknowledged by Kafka (all in-sync replicas)",
         );
-        let kafka_delivery_failures = counter(
+        let kafka_delivery_failures = registry.counter(
             "kafka_delivery_failures",
             "Click events not delivered to Kafka in time (counted as dropped too)",
         );
-        let click_flush_failures = counter(
+        let click_flush_failures = registry.counter(
             "click_flush_failures",
             "Failed writes of aggregated click counts",
         );
-        let click_rows_uncertain = counter(
+        let click_rows_uncertain = registry.counter(
             "click_rows_uncertain",
             "Click-count rows given up after a failed write that may have been applied \
              (written again, they could count twice)",
         );
-        let redis_errors = counter("redis_errors", "Redis calls that failed or timed out");
-        let kafka_errors = counter(
-            "kafka_errors",
-            "Errors reported by the Kafka client (brokers unreachable, requests failed)",
-        );
-        let redis_rejected = counter(
+        let redis_errors = registry.counter("redis_errors", "Redis calls that failed or timed out");
+        let kafka_errors = registry.counter("kafka_errors", runtime::telemetry::KAFKA_ERRORS_HELP);
+        let redis_rejected = registry.counter(
             "redis_rejected",
             "Redis calls skipped because the breaker was open",
         );
-        let redis_write_backs_skipped = counter(
+        let redis_write_backs_skipped = registry.counter(
             "redis_write_backs_skipped",
             "L2 write-backs skipped because as many as allowed were in flight",
         );
-        let redis_invalidations_lost = counter(
+        let redis_invalidations_lost = registry.counter(
             "redis_invalidations_lost",
             "Cache invalidations neither sent nor kept for retry (the TTLs bound staleness)",
         );
-        let click_queue_depth = Gauge::default();
-        registry.register(
-            "click_queue_depth",
-            "Click events waiting in the queue",
-            click_queue_depth.clone(),
-        );
+        let click_queue_depth =
+            registry.gauge("click_queue_depth", "Click events waiting in the queue");
 
-        let http_connections = Gauge::default();
-        registry.register(
+        let http_connections = registry.gauge(
             "http_connections",
             "HTTP connections open on the public listener",
-            http_connections.clone(),
         );
-        let timeouts = Family::<PhaseLabel, Counter>::default();
-        registry.register(
+        let timeouts = registry.metric(
             "http_timeouts",
             "Requests cut short because the client was too slow: a head or a body late, or responses not read",
-            timeouts.clone(),
+            Family::<PhaseLabel, Counter>::default(),
         );
         let timeout = |phase| timeouts.get_or_create(&PhaseLabel { phase }).clone();
         let connections = crate::server::ConnectionMetrics {
@@ -299,11 +276,9 @@ impl Metrics {
             write_timeouts: timeout("write"),
         };
         let body_timeouts = timeout("body");
-        let http_connections_limit = Gauge::default();
-        registry.register(
+        let http_connections_limit = registry.gauge(
             "http_connections_limit",
             "HTTP connections the public listener serves at once, at most; beyond, they wait",
-            http_connections_limit.clone(),
         );
 
         Self {

@@ -56,8 +56,8 @@ pub use scylla::frame::types::Consistency;
 
 pub use self::ledger::{Progress, Tally, TallyKey};
 use self::outcome::{
-    Failure, backoff, column, corrupt, from_execution, is_contention, lwt_applied, lwt_row,
-    maybe_applied,
+    Failure, backoff, certainly_not_applied, column, corrupt, from_execution, is_contention,
+    lwt_applied, lwt_row, maybe_applied,
 };
 use self::rows::{LinkRow, Stored, ttl_secs};
 pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};

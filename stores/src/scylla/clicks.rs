@@ -7,8 +7,8 @@ use scylla::{
 };
 
 use super::{
-    ClickCounts, Failure, PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, corrupt, from_execution,
-    maybe_applied,
+    ClickCounts, Failure, PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, certainly_not_applied,
+    corrupt, from_execution,
 };
 use links::{
     clicks::{ClickBatch, ClickRow, Counts, Dimension},
@@ -19,8 +19,9 @@ use links::{
 
 impl ScyllaStore {
     /// Adds the batch's counts, row by row. A row that failed is handed
-    /// back to write again only if it certainly was not applied; one that
-    /// may have been (a timeout) is given up, since a counter written
+    /// back to write again only if it certainly was not applied (never
+    /// sent, or refused before it ran); one that may have been (a timeout,
+    /// a lost or unreadable answer) is given up, since a counter written
     /// twice counts twice.
     pub(super) async fn add_clicks(&self, batch: &ClickBatch) -> Result<(), UnwrittenClicks> {
         let mut writes = Vec::with_capacity(batch.rows());
@@ -37,7 +38,7 @@ impl ScyllaStore {
             let Err((code, row, e)) = result else {
                 continue;
             };
-            let uncertain = maybe_applied(&e);
+            let uncertain = !certainly_not_applied(&e);
             let failed = unwritten.get_or_insert_with(|| UnwrittenClicks {
                 retry: ClickBatch::default(),
                 uncertain_rows: 0,

@@ -86,6 +86,45 @@ pub(super) fn maybe_applied(e: &Failure) -> bool {
     }
 }
 
+/// Whether a failed request certainly was not applied: it was never sent,
+/// or refused before it ran. Everything else (an answer lost, late or
+/// unreadable) may have been applied: what counter increments, which a
+/// retry would count twice, must assume.
+pub(super) fn certainly_not_applied(e: &Failure) -> bool {
+    use scylla::errors::DbError;
+    let e = match e {
+        Failure::NotSent(_) => return true,
+        Failure::Cql(e) => e,
+    };
+    match &**e {
+        ExecutionError::BadQuery(_)
+        | ExecutionError::EmptyPlan
+        | ExecutionError::PrepareError(_)
+        | ExecutionError::ConnectionPoolError(_) => true,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_)
+            | RequestAttemptError::UnableToAllocStreamId
+            | RequestAttemptError::RepreparedIdChanged { .. } => true,
+            RequestAttemptError::DbError(db, _) => matches!(
+                db,
+                DbError::SyntaxError
+                    | DbError::Invalid
+                    | DbError::AlreadyExists { .. }
+                    | DbError::AuthenticationError
+                    | DbError::Unauthorized
+                    | DbError::ConfigError
+                    | DbError::Unavailable { .. }
+                    | DbError::Overloaded
+                    | DbError::IsBootstrapping
+                    | DbError::Unprepared { .. }
+            ),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 pub(super) fn from_execution(e: Failure) -> StoreError {
     use scylla::errors::DbError;
     let e = match e {
@@ -148,4 +187,34 @@ pub(super) async fn backoff(attempt: u32) {
     let cap_ms = 5u64 << attempt.min(6);
     let ms = rand::random_range(1..=cap_ms);
     tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use scylla::errors::DbError;
+
+    use super::*;
+
+    fn db(error: DbError) -> Failure {
+        Failure::Cql(Box::new(ExecutionError::LastAttemptError(
+            RequestAttemptError::DbError(error, String::new()),
+        )))
+    }
+
+    #[test]
+    fn only_refusals_before_running_are_certainly_not_applied() {
+        let not_sent = Failure::NotSent(StoreError::Unavailable("no slot".into()));
+        assert!(certainly_not_applied(&not_sent));
+        assert!(certainly_not_applied(&db(DbError::Overloaded)));
+        assert!(certainly_not_applied(&db(DbError::Invalid)));
+        assert!(certainly_not_applied(&db(DbError::IsBootstrapping)));
+        // An answer lost, late, or an error the node hit while writing.
+        let timeout = Failure::Cql(Box::new(ExecutionError::RequestTimeout(
+            Duration::from_secs(1),
+        )));
+        assert!(!certainly_not_applied(&timeout));
+        assert!(maybe_applied(&timeout));
+        assert!(!certainly_not_applied(&db(DbError::ServerError)));
+        assert!(!certainly_not_applied(&db(DbError::Other(0x1234))));
+    }
 }

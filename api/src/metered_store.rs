@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use links::{
     Code, Link, LinkChanges, LinkStore, StoreError, UnwrittenClicks,
     clicks::ClickBatch,
+    region::RegionSlot,
     stats::{ClickStats, StatsQuery},
     storage::{IdBlock, Uniqueness},
 };
@@ -33,6 +34,7 @@ pub struct MeteredStore {
     reserve_id: Operation,
     insert_link: Operation,
     get_link: Operation,
+    get_link_elsewhere: Operation,
     update_link: Operation,
     delete_link: Operation,
     record_clicks: Operation,
@@ -55,6 +57,7 @@ impl MeteredStore {
             reserve_id: operation("reserve_id"),
             insert_link: operation("insert_link"),
             get_link: operation("get_link"),
+            get_link_elsewhere: operation("get_link_elsewhere"),
             update_link: operation("update_link"),
             delete_link: operation("delete_link"),
             record_clicks: operation("record_clicks"),
@@ -115,6 +118,16 @@ impl LinkStore for MeteredStore {
     async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError> {
         let call = self.inner.get_link(code);
         self.call("get_link", &self.get_link, call).await
+    }
+
+    async fn get_link_elsewhere(
+        &self,
+        code: &Code,
+        home: Option<RegionSlot>,
+    ) -> Result<Option<Link>, StoreError> {
+        let call = self.inner.get_link_elsewhere(code, home);
+        self.call("get_link_elsewhere", &self.get_link_elsewhere, call)
+            .await
     }
 
     async fn update_link(

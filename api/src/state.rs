@@ -6,13 +6,17 @@ use std::sync::{
 };
 
 use actix_web::{HttpRequest, http::header};
-use links::{Code, Link, LinkStore, TokenDigest, UrlPolicy, codegen::CodeAllocator};
+use links::{
+    Code, Link, LinkStore, TokenDigest, UrlPolicy, codegen::CodeAllocator, region::LinkFinder,
+};
 
 use crate::{cache::LinkCache, clicks::ClickQueue, error::ApiError, metrics::Metrics};
 
 #[derive(Debug)]
 pub struct AppState {
     pub store: Arc<dyn LinkStore>,
+    /// Reads links: the store, and other regions for what it lacks.
+    pub links: LinkFinder,
     pub cache: LinkCache,
     pub codes: CodeAllocator,
     pub clicks: ClickQueue,

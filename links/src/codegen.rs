@@ -270,22 +270,23 @@ fn from_digits(digits: &[u16]) -> u128 {
 /// space of 3.5 × 10¹².
 #[derive(Debug)]
 pub struct CodeAllocator {
-    generator: CodeGenerator,
+    generator: Arc<CodeGenerator>,
     store: Arc<dyn LinkStore>,
     block_size: u64,
     block: Mutex<IdBlock>,
 }
 
 impl CodeAllocator {
-    pub fn new(generator: CodeGenerator, store: Arc<dyn LinkStore>, block_size: u64) -> Self {
+    pub fn new(
+        generator: impl Into<Arc<CodeGenerator>>,
+        store: Arc<dyn LinkStore>,
+        block_size: u64,
+    ) -> Self {
         Self {
-            generator,
+            generator: generator.into(),
             store,
             block_size: block_size.max(1),
-            block: Mutex::new(IdBlock {
-                ids: 0..0,
-                reserved: Vec::new(),
-            }),
+            block: Mutex::new(IdBlock::consecutive(0..0, Vec::new())),
         }
     }
 
@@ -294,12 +295,12 @@ impl CodeAllocator {
         let id = {
             let mut block = self.block.lock().await;
             loop {
-                match block.ids.next() {
+                match block.take_first() {
                     Some(id) if block.reserved.binary_search(&id).is_ok() => continue,
                     Some(id) => break id,
                     None => {
                         let mut leased = self.store.lease_ids(self.block_size).await?;
-                        if leased.ids.is_empty() {
+                        if leased.is_empty() {
                             return Err(StoreError::Corrupt(
                                 "the store leased an empty id block".into(),
                             ));
@@ -328,7 +329,7 @@ impl CodeAllocator {
         }
     }
 
-    pub fn generator(&self) -> &CodeGenerator {
+    pub fn generator(&self) -> &Arc<CodeGenerator> {
         &self.generator
     }
 

@@ -4,6 +4,8 @@
 //!   codes users choose.
 //! - [`codegen`]: generated codes, unique by construction: leased id blocks
 //!   and a keyed bijection (FF1) from ids to codes.
+//! - [`region`]: the regions of an active-active deployment, and the part
+//!   of the id space each one owns.
 //! - [`target`]: [`TargetUrl`], a URL safe to redirect to.
 //! - [`link`]: [`Link`], its redirect status, changes, and the token that
 //!   lets its owner change it.
@@ -27,6 +29,7 @@ pub mod clicks;
 pub mod code;
 pub mod codegen;
 pub mod link;
+pub mod region;
 pub mod request;
 pub mod stats;
 pub mod storage;

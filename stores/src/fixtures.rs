@@ -47,6 +47,8 @@ pub fn scylla_test_options() -> crate::scylla::ScyllaOptions {
             1,
         )],
         consistency: scylla::frame::types::Consistency::LocalQuorum,
+        create_consistency: None,
+        regions: None,
         request_timeout: std::time::Duration::from_secs(10),
         connect_timeout: std::time::Duration::from_secs(5),
         speculative_after: None,
@@ -85,28 +87,74 @@ pub struct DropKeyspace(pub String);
 
 impl Drop for DropKeyspace {
     fn drop(&mut self) {
-        let keyspace = std::mem::take(&mut self.0);
-        // Drop runs inside the test's runtime, which cannot block on itself.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+        drop_keyspace(scylla_test_nodes(), std::mem::take(&mut self.0));
+    }
+}
+
+/// The regions of `infra/multi-region`, as `region.all` names them.
+pub const TEST_REGIONS: &str = "eu:0:dc_eu,us:1:dc_us,ap:2:dc_ap";
+
+/// The CQL address of a region's node in `infra/multi-region`.
+pub fn region_test_node(region: &str) -> String {
+    let host = match region {
+        "eu" => "127.0.1.1",
+        "us" => "127.0.2.1",
+        "ap" => "127.0.3.1",
+        other => panic!("infra/multi-region has no region {other}"),
+    };
+    format!("{host}:9042")
+}
+
+/// Options for one region's instances of a test keyspace on
+/// `infra/multi-region`'s cluster, replicated once in every region.
+pub fn region_test_options(keyspace: &str, region: &str) -> crate::scylla::ScyllaOptions {
+    let regions = links::region::Regions::parse(TEST_REGIONS, region).expect("valid regions");
+    crate::scylla::ScyllaOptions {
+        nodes: vec![region_test_node(region)],
+        local_dc: regions.local().datacenter.clone(),
+        keyspace: keyspace.to_owned(),
+        replication: regions
+            .all()
+            .iter()
+            .map(|r| (r.datacenter.clone(), 1))
+            .collect(),
+        regions: Some(regions),
+        ..scylla_test_options()
+    }
+}
+
+/// Drops a test keyspace of `infra/multi-region`'s cluster when the test
+/// ends.
+#[derive(Debug)]
+pub struct DropRegionKeyspace(pub String);
+
+impl Drop for DropRegionKeyspace {
+    fn drop(&mut self) {
+        drop_keyspace(vec![region_test_node("eu")], std::mem::take(&mut self.0));
+    }
+}
+
+fn drop_keyspace(nodes: Vec<String>, keyspace: String) {
+    // Drop runs inside the test's runtime, which cannot block on itself.
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let session = scylla::client::session_builder::SessionBuilder::new()
+                .known_nodes(nodes)
                 .build()
+                .await
                 .ok()?;
-            runtime.block_on(async {
-                let session = scylla::client::session_builder::SessionBuilder::new()
-                    .known_nodes(scylla_test_nodes())
-                    .build()
-                    .await
-                    .ok()?;
-                session
-                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-                    .await
-                    .ok()
-            })
+            session
+                .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+                .await
+                .ok()
         })
-        .join();
-        if !matches!(dropped, Ok(Some(_))) {
-            eprintln!("could not drop a test keyspace; it stays in the dev cluster");
-        }
+    })
+    .join();
+    if !matches!(dropped, Ok(Some(_))) {
+        eprintln!("could not drop a test keyspace; it stays in the dev cluster");
     }
 }

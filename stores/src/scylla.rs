@@ -29,6 +29,7 @@
 mod clicks;
 mod ledger;
 mod outcome;
+mod regions;
 mod rows;
 mod schema;
 mod settings;
@@ -59,27 +60,31 @@ use self::outcome::{
     Failure, backoff, certainly_not_applied, column, corrupt, from_execution, is_contention,
     lwt_applied, lwt_row, maybe_applied,
 };
-use self::rows::{LinkRow, Stored, ttl_secs};
+use self::regions::Topology;
+use self::rows::{Stored, ttl_secs};
 pub use self::schema::{LATEST_VERSION, check_keyspace_name, migrate};
 pub use self::settings::{
-    ClickCounts, ConsistencySetting, Replication, ScyllaOptions, ScyllaSettings,
+    ClickCounts, ConsistencySetting, CreateConsistency, RegionSettings, Replication, ScyllaOptions,
+    ScyllaSettings,
 };
-use self::statements::Statements;
+use self::statements::{Reach, Statements};
 use links::{
     clicks::ClickBatch,
     code::Code,
     link::{Link, LinkChanges},
+    region::RegionSlot,
     stats::{ClickStats, StatsQuery},
     storage::{IdBlock, LinkStore, StoreError, Uniqueness, UnwrittenClicks},
 };
 
-/// The one row of `id_blocks` that generated codes lease from.
-const ID_BLOCK: &str = "links";
 /// Reserved ids share a partition per 2²⁴ ids: a lease reads one, rarely two.
 const RESERVED_BUCKET_BITS: u32 = 24;
 /// Compare-and-set attempts (id leases, PATCH, DELETE) before giving up as
 /// unavailable: each failed attempt means another writer made progress.
 const CAS_ATTEMPTS: u32 = 32;
+/// Attempts at an alias create whose outcome stayed undecided (contention
+/// or a timeout with nothing applied): each can take a request timeout.
+const ALIAS_ATTEMPTS: u32 = 6;
 
 /// Days of top lists read at once for one stats request.
 const TOP_DAYS_IN_FLIGHT: usize = 8;
@@ -110,6 +115,8 @@ pub struct ScyllaStore {
     retention: chrono::Duration,
     click_counts: ClickCounts,
     keyspace: String,
+    /// The regions, when the deployment has several.
+    topology: Option<Topology>,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -120,19 +127,21 @@ impl std::fmt::Debug for ScyllaStore {
     }
 }
 
-/// A session to the cluster, with the profile every request runs under.
-async fn open_session(
+/// The profile requests run under: token-aware, to the replicas of
+/// `datacenter` only (when one is named), at `consistency`.
+fn profile(
     options: &ScyllaOptions,
-    keyspace: Option<&str>,
-) -> Result<Session, StoreError> {
+    datacenter: &str,
+    consistency: Consistency,
+) -> ExecutionProfile {
     let mut policy = DefaultPolicy::builder()
         .token_aware(true)
         .permit_dc_failover(false);
-    if !options.local_dc.is_empty() {
-        policy = policy.prefer_datacenter(options.local_dc.clone());
+    if !datacenter.is_empty() {
+        policy = policy.prefer_datacenter(datacenter.to_owned());
     }
     let mut profile = ExecutionProfile::builder()
-        .consistency(options.consistency)
+        .consistency(consistency)
         .serial_consistency(Some(SerialConsistency::LocalSerial))
         .request_timeout(Some(options.request_timeout))
         .load_balancing_policy(policy.build());
@@ -144,10 +153,19 @@ async fn open_session(
             },
         )));
     }
+    profile.build()
+}
+
+/// A session to the cluster, with the profile every request runs under.
+async fn open_session(
+    options: &ScyllaOptions,
+    keyspace: Option<&str>,
+) -> Result<Session, StoreError> {
+    let profile = profile(options, &options.local_dc, options.consistency);
     let mut builder = SessionBuilder::new()
         .known_nodes(&options.nodes)
         .connection_timeout(options.connect_timeout)
-        .default_execution_profile_handle(profile.build().into_handle());
+        .default_execution_profile_handle(profile.into_handle());
     if let (Some(user), Some(password)) = (&options.username, &options.password) {
         builder = builder.user(user, password);
     }
@@ -172,7 +190,22 @@ impl ScyllaStore {
             .use_keyspace(&options.keyspace, false)
             .await
             .map_err(|e| StoreError::Other(e.into()))?;
-        let statements = Statements::prepare(&session).await?;
+        let topology = options.regions.clone().map(|regions| {
+            // Another region's datacenter counts LOCAL_QUORUM there.
+            let remote = regions
+                .remote()
+                .map(|r| {
+                    let profile = profile(&options, &r.datacenter, Consistency::LocalQuorum);
+                    (r.slot, profile.into_handle())
+                })
+                .collect();
+            Topology { regions, remote }
+        });
+        let reach = match topology {
+            None => Reach::local(options.create_consistency),
+            Some(_) => Reach::global(options.create_consistency),
+        };
+        let statements = Statements::prepare(&session, reach).await?;
         Ok(Arc::new(Self {
             session,
             statements,
@@ -181,6 +214,7 @@ impl ScyllaStore {
             retention: options.retention,
             click_counts: options.click_counts,
             keyspace: options.keyspace,
+            topology,
         }))
     }
 
@@ -214,15 +248,7 @@ impl ScyllaStore {
         } else {
             &self.statements.select_link
         };
-        let result = self
-            .execute(statement, (code.as_str(),))
-            .await
-            .map_err(from_execution)?;
-        let rows = result.into_rows_result().map_err(corrupt)?;
-        let Some(row) = rows.maybe_first_row::<LinkRow>().map_err(corrupt)? else {
-            return Ok(None);
-        };
-        row.into_stored()
+        self.read_link_at(None, statement, code).await
     }
 
     /// The bind values of a whole link row, in `LINK_COLUMNS` order, then
@@ -277,17 +303,48 @@ impl ScyllaStore {
         }
     }
 
-    async fn serial_next(&self) -> Result<i64, StoreError> {
-        let result = self
-            .execute(&self.statements.select_next_serial, (ID_BLOCK,))
-            .await
-            .map_err(from_execution)?;
-        let rows = result.into_rows_result().map_err(corrupt)?;
-        let (next,) = rows
-            .maybe_first_row::<(Option<i64>,)>()
-            .map_err(corrupt)?
-            .ok_or_else(|| StoreError::Corrupt("the id block row is missing".into()))?;
-        next.ok_or_else(|| StoreError::Corrupt("the id block row has no value".into()))
+    /// Writes an alias's link unless its code exists. Racing creates of
+    /// one alias (across regions, a consensus of all datacenters) can time
+    /// out in contention with nothing applied: a serial read then tells
+    /// whether ours won, another did, or nobody yet, and only then is the
+    /// write tried again (the same row: applying twice cannot happen).
+    async fn insert_if_absent(&self, link: &Link, values: RowValues<'_>) -> Result<(), StoreError> {
+        let mut last = None;
+        for attempt in 0..ALIAS_ATTEMPTS {
+            match self
+                .execute(&self.statements.insert_link_if_absent, values)
+                .await
+            {
+                Ok(result) => {
+                    return match lwt_applied(result)? {
+                        true => Ok(()),
+                        false => Err(StoreError::Conflict),
+                    };
+                }
+                Err(e) if maybe_applied(&e) || is_contention(&e) => {
+                    // The token digest is new with every link: if the row
+                    // holds it, the row is ours.
+                    match self.read_link(&link.code, true).await {
+                        Ok(Some(now)) if now.link.token == link.token => return Ok(()),
+                        Ok(Some(_)) => return Err(StoreError::Conflict),
+                        Ok(None) | Err(_) => {
+                            tracing::debug!(attempt, error = %e, code = %link.code, "alias create undecided; trying again");
+                            last = Some(e);
+                            backoff(attempt).await;
+                        }
+                    }
+                }
+                Err(e) => return Err(from_execution(e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            format!(
+                "could not create {}: {}",
+                link.code,
+                last.map_or_else(|| "contention".to_owned(), |e| e.to_string())
+            )
+            .into(),
+        ))
     }
 
     async fn reserved_between(&self, start: i64, end: i64) -> Result<Vec<u64>, StoreError> {
@@ -309,28 +366,38 @@ impl ScyllaStore {
 #[async_trait]
 impl LinkStore for ScyllaStore {
     async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError> {
-        let count = i64::try_from(count).map_err(|e| StoreError::Other(e.into()))?;
-        let mut next = self.serial_next().await?;
+        let row = self.own_id_row();
+        let span = count
+            .checked_mul(row.step())
+            .and_then(|span| i64::try_from(span).ok())
+            .ok_or_else(|| StoreError::Other(format!("cannot lease {count} ids at once").into()))?;
+        let mut next = self.next_id(&row).await?;
         for attempt in 0..CAS_ATTEMPTS {
             let end = next
-                .checked_add(count)
+                .checked_add(span)
                 .ok_or_else(|| StoreError::Corrupt("the id space is used up".into()))?;
             match self
-                .execute(&self.statements.advance_next_if, (end, ID_BLOCK, next))
+                .execute_at(
+                    row.profile,
+                    &self.statements.advance_next_if,
+                    (end, &row.name, next),
+                )
                 .await
             {
                 Ok(result) => {
                     let (applied, current) = lwt_row(result)?;
                     if applied {
-                        let reserved = self.reserved_between(next, end).await?;
+                        let mut reserved = self.reserved_between(next, end).await?;
+                        reserved.retain(|&id| row.owns(id));
                         return Ok(IdBlock {
                             ids: next as u64..end as u64,
+                            step: row.step(),
                             reserved,
                         });
                     }
                     next = match column(&current, "next") {
                         Some(CqlValue::BigInt(n)) => *n,
-                        _ => self.serial_next().await?,
+                        _ => self.next_id(&row).await?,
                     };
                 }
                 // Applied or not, the block is given up: skipping ids is
@@ -338,7 +405,7 @@ impl LinkStore for ScyllaStore {
                 Err(e) if maybe_applied(&e) || is_contention(&e) => {
                     tracing::debug!(attempt, error = %e, "id lease outcome unknown; leasing anew");
                     backoff(attempt).await;
-                    next = self.serial_next().await?;
+                    next = self.next_id(&row).await?;
                 }
                 Err(e) => return Err(from_execution(e)),
             }
@@ -350,6 +417,9 @@ impl LinkStore for ScyllaStore {
 
     async fn reserve_id(&self, id: u64) -> Result<bool, StoreError> {
         let id = i64::try_from(id).map_err(|e| StoreError::Other(e.into()))?;
+        if let Some(topology) = &self.topology {
+            return self.reserve_in_region(topology, id).await;
+        }
         // Written before the lease mark is read: a lease that covers the id
         // and is taken after this read reads the reservation afterwards.
         self.execute(
@@ -358,7 +428,7 @@ impl LinkStore for ScyllaStore {
         )
         .await
         .map_err(from_execution)?;
-        Ok(id >= self.serial_next().await?)
+        Ok(id >= self.next_id(&self.own_id_row()).await?)
     }
 
     async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError> {
@@ -369,32 +439,23 @@ impl LinkStore for ScyllaStore {
                 .await
                 .map(drop)
                 .map_err(from_execution),
-            Uniqueness::Checked => {
-                match self
-                    .execute(&self.statements.insert_link_if_absent, values)
-                    .await
-                {
-                    Ok(result) => match lwt_applied(result)? {
-                        true => Ok(()),
-                        false => Err(StoreError::Conflict),
-                    },
-                    Err(e) if maybe_applied(&e) => {
-                        // The token digest is new with every link: if the row
-                        // holds it, the row is ours.
-                        match self.read_link(&link.code, true).await? {
-                            Some(now) if now.link.token == link.token => Ok(()),
-                            Some(_) => Err(StoreError::Conflict),
-                            None => Err(StoreError::Unavailable(Box::new(e))),
-                        }
-                    }
-                    Err(e) => Err(from_execution(e)),
-                }
-            }
+            Uniqueness::Checked => self.insert_if_absent(link, values).await,
         }
     }
 
     async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError> {
         Ok(self.read_link(code, false).await?.map(|s| s.link))
+    }
+
+    async fn get_link_elsewhere(
+        &self,
+        code: &Code,
+        home: Option<RegionSlot>,
+    ) -> Result<Option<Link>, StoreError> {
+        match &self.topology {
+            Some(topology) => self.read_link_elsewhere(topology, code, home).await,
+            None => Ok(None),
+        }
     }
 
     async fn update_link(
@@ -403,7 +464,9 @@ impl LinkStore for ScyllaStore {
         changes: &LinkChanges,
     ) -> Result<Option<Link>, StoreError> {
         for attempt in 0..CAS_ATTEMPTS {
-            let Some(Stored { mut link, revision }) = self.read_link(code, attempt > 0).await?
+            let Some(Stored { mut link, revision }) = self
+                .read_link(code, attempt > 0 || self.topology.is_some())
+                .await?
             else {
                 return Ok(None);
             };
@@ -422,7 +485,9 @@ impl LinkStore for ScyllaStore {
 
     async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
         for attempt in 0..CAS_ATTEMPTS {
-            let Some(Stored { mut link, revision }) = self.read_link(code, attempt > 0).await?
+            let Some(Stored { mut link, revision }) = self
+                .read_link(code, attempt > 0 || self.topology.is_some())
+                .await?
             else {
                 return Ok(false);
             };

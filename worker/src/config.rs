@@ -12,13 +12,14 @@ use runtime::{
     telemetry::TraceSettings,
 };
 use serde::Deserialize;
-use stores::scylla::ScyllaSettings;
+use stores::scylla::{RegionSettings, ScyllaSettings};
 
 /// The built-in defaults, and the reference of every key.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
+    pub region: RegionSettings,
     pub storage: StorageSettings,
     pub events: EventSettings,
     pub worker: WorkerSettings,
@@ -109,6 +110,7 @@ impl LoadSettings for Settings {
 
     fn validate(&self) -> Result<(), InvalidKey> {
         self.storage.scylla.validate()?;
+        self.storage.scylla.validate_regions(&self.region)?;
         let kafka = &self.events.kafka;
         settings::check_kafka(&kafka.brokers, &kafka.topic)?;
         self.worker.validate(&kafka.topic)?;

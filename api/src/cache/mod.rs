@@ -26,7 +26,7 @@ use std::{
 
 use actix_web::http::{StatusCode, header::HeaderValue};
 use chrono::{DateTime, Utc};
-use links::{Code, Link, LinkState, LinkStore, StoreError};
+use links::{Code, Link, LinkState, StoreError, region::LinkFinder};
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -154,7 +154,7 @@ pub struct LinkCache {
     entries: Cache<Code, Lookup, foldhash::fast::RandomState>,
     negative_ttl: Duration,
     l2: Option<Arc<RedisCache>>,
-    store: Arc<dyn LinkStore>,
+    links: LinkFinder,
     metrics: Arc<Metrics>,
 }
 
@@ -170,7 +170,7 @@ impl LinkCache {
     pub fn new(
         settings: &L1Settings,
         l2: Option<Arc<RedisCache>>,
-        store: Arc<dyn LinkStore>,
+        links: LinkFinder,
         metrics: Arc<Metrics>,
     ) -> Self {
         let entries = Cache::builder()
@@ -185,7 +185,7 @@ impl LinkCache {
             entries,
             negative_ttl: settings.negative_ttl,
             l2,
-            store,
+            links,
             metrics,
         }
     }
@@ -228,7 +228,7 @@ impl LinkCache {
                         }
                         self.metrics.l2_misses.inc();
                     }
-                    let link = self.store.get_link(code).await?;
+                    let link = self.links.find(code).await?;
                     let entry = Entry::of(link.as_ref());
                     if let Some(l2) = &self.l2 {
                         l2.put(code, &entry);

@@ -22,7 +22,7 @@ pub use runtime::settings::{LoadSettings, LogFormat, LogSettings, SettingsError,
 pub use runtime::telemetry::TraceSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use stores::scylla::ScyllaSettings;
+use stores::scylla::{RegionSettings, ScyllaSettings};
 
 /// The built-in defaults, and the reference of every key.
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
@@ -30,6 +30,7 @@ pub const DEFAULTS: &str = include_str!("../defaults.toml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    pub region: RegionSettings,
     pub http: HttpSettings,
     pub links: LinkSettings,
     pub storage: StorageSettings,
@@ -246,6 +247,10 @@ pub struct SqliteSettings {
 pub struct CacheSettings {
     pub l1: L1Settings,
     pub redis: RedisSettings,
+    /// In a deployment of several regions, how long a code found in none
+    /// is remembered as unknown (it may be a link just made elsewhere).
+    #[serde(with = "humantime_serde")]
+    pub remote_miss_ttl: Duration,
 }
 
 impl CacheSettings {
@@ -258,6 +263,9 @@ impl CacheSettings {
         }
         if self.l1.ttl.is_zero() {
             return Err(invalid("cache.l1.ttl", "must be longer than zero"));
+        }
+        if self.remote_miss_ttl.as_secs() < 1 {
+            return Err(invalid("cache.remote_miss_ttl", "must be at least 1s"));
         }
         Ok(())
     }
@@ -450,6 +458,16 @@ impl LoadSettings for Settings {
         self.http.validate()?;
         self.links.validate()?;
         self.storage.validate()?;
+        if self.region.regions().is_some() {
+            if self.storage.backend != StorageBackend::Scylla {
+                return Err(invalid(
+                    "region.name",
+                    "regions need storage.backend = \"scylla\": one cluster with a datacenter \
+                     per region",
+                ));
+            }
+            self.storage.scylla.validate_regions(&self.region)?;
+        }
         self.cache.validate()?;
         self.events.validate()?;
         if self.events.backend == EventBackend::Kafka

@@ -304,3 +304,69 @@ fn values_are_parsed_once_into_their_types() {
         assert!(bad.parse::<PublicBaseUrl>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn regions_are_checked_against_the_store() {
+    let regions = [
+        ("SHORTENER__REGION__NAME", "us"),
+        ("SHORTENER__REGION__ALL", "eu:0:dc_eu,us:1:dc_us"),
+    ];
+    let scylla = [
+        ("SHORTENER__STORAGE__BACKEND", "scylla"),
+        ("SHORTENER__STORAGE__SCYLLA__REPLICATION", "dc_eu:3,dc_us:3"),
+    ];
+    let s = load(&[regions.as_slice(), &scylla].concat()).expect("valid");
+    let all = s.region.regions().expect("regions");
+    assert_eq!(all.local().datacenter, "dc_us");
+    assert_eq!(s.region.name(), "us");
+    // The local datacenter follows the region.
+    let options = crate::startup::scylla_options(&s);
+    assert_eq!(options.local_dc, "dc_us");
+    assert!(options.regions.is_some());
+
+    let refused = |extra: &[(&str, &str)], key: &str| {
+        let err = load(&[regions.as_slice(), extra].concat()).expect_err("refused");
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    };
+    // Regions need one cluster across them.
+    refused(&[], "region.name");
+    refused(
+        &[
+            scylla[0],
+            ("SHORTENER__STORAGE__SCYLLA__REPLICATION", "dc_eu:3"),
+        ],
+        "storage.scylla.replication",
+    );
+    refused(
+        &[
+            scylla[0],
+            scylla[1],
+            ("SHORTENER__STORAGE__SCYLLA__LOCAL_DC", "dc_eu"),
+        ],
+        "storage.scylla.local_dc",
+    );
+    for (key, value, says) in [
+        ("SHORTENER__REGION__NAME", "", "go together"),
+        ("SHORTENER__REGION__ALL", "eu:0:dc_eu,us:0:dc_us", "slot"),
+        (
+            "SHORTENER__REGION__ALL",
+            "eu:0:dc_eu",
+            "not one of the regions",
+        ),
+        (
+            "SHORTENER__REGION__ALL",
+            "eu:99:dc_eu,us:1:dc_us",
+            "below 16",
+        ),
+    ] {
+        let mut env = vec![regions[0], regions[1], scylla[0], scylla[1]];
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+        let err = load(&env).expect_err("refused");
+        assert!(err.to_string().contains(says), "{value}: {err}");
+    }
+    assert!(
+        load(&[("SHORTENER__STORAGE__SCYLLA__CREATE_CONSISTENCY", "quorum")]).is_err(),
+        "only local_quorum or each_quorum"
+    );
+}

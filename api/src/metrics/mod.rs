@@ -64,11 +64,12 @@ impl StoreMetrics {
 }
 
 /// The store's operations, as labelled.
-pub const STORE_OPERATIONS: [&str; 10] = [
+pub const STORE_OPERATIONS: [&str; 11] = [
     "lease_ids",
     "reserve_id",
     "insert_link",
     "get_link",
+    "get_link_elsewhere",
     "update_link",
     "delete_link",
     "record_clicks",

@@ -57,7 +57,7 @@ impl LinkBody {
 
 /// A link that exists and is not deleted.
 async fn live_link(state: &AppState, code: &Code) -> Result<Link, ApiError> {
-    match state.store.get_link(code).await? {
+    match state.links.find(code).await? {
         None => Err(ApiError::NotFound),
         Some(link) if link.state(Utc::now()) == LinkState::Deleted => Err(ApiError::Deleted),
         Some(link) => Ok(link),
@@ -67,11 +67,7 @@ async fn live_link(state: &AppState, code: &Code) -> Result<Link, ApiError> {
 /// A link that exists, is not deleted, and that `token` may change: the
 /// token is checked before the link's state is told.
 async fn owned_link(state: &AppState, code: &Code, token: &str) -> Result<Link, ApiError> {
-    let link = state
-        .store
-        .get_link(code)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let link = state.links.find(code).await?.ok_or(ApiError::NotFound)?;
     state.authorize(token, &link)?;
     if link.state(Utc::now()) == LinkState::Deleted {
         return Err(ApiError::Deleted);

@@ -75,7 +75,7 @@ pub async fn get(
     let query = params.query(now)?;
     // Like the link itself: expired links keep their stats, deleted ones
     // are gone.
-    match state.store.get_link(&code).await? {
+    match state.links.find(&code).await? {
         None => return Err(ApiError::NotFound),
         Some(link) if link.state(now) == LinkState::Deleted => return Err(ApiError::Deleted),
         Some(_) => {}

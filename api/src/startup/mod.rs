@@ -23,6 +23,7 @@ use links::{
     LinkStore, StoreError, TokenDigest,
     clicks::UserAgentClassifier,
     codegen::{CodeAllocator, CodeGenerator, GeneratorError},
+    region::LinkFinder,
 };
 use runtime::{tasks::Tasks, telemetry::Sampler};
 use tokio_util::sync::CancellationToken;
@@ -151,6 +152,12 @@ impl Application {
             CodeGenerator::for_store(store.as_ref(), key, settings.links.code_length).await?;
         let codes =
             CodeAllocator::new(generator, store.clone(), settings.links.id_block_size.get());
+        let links = match settings.region.regions() {
+            Some(regions) => {
+                LinkFinder::regional(store.clone(), codes.generator().clone(), regions.clone())
+            }
+            None => LinkFinder::local(store.clone()),
+        };
 
         let sink = click_sink(&settings, &store, &metrics).await?;
         let pipeline = ClickPipeline::start(
@@ -160,10 +167,11 @@ impl Application {
             metrics.clone(),
         )?;
 
-        let cache = link_cache(&settings, &store, &metrics, &tasks)?;
+        let cache = link_cache(&settings, links.clone(), &metrics, &tasks)?;
 
         let state = web::Data::new(AppState {
             cache,
+            links,
             store,
             codes,
             clicks: pipeline.queue(),
@@ -357,25 +365,27 @@ async fn click_sink(
 /// invalidation subscription and its write-backs run among `tasks`.
 fn link_cache(
     settings: &Settings,
-    store: &Arc<dyn LinkStore>,
+    links: LinkFinder,
     metrics: &Arc<Metrics>,
     tasks: &Tasks,
 ) -> Result<LinkCache, StartupError> {
-    let l2 = match settings.cache.redis.url() {
+    let (mut l1, mut redis) = (settings.cache.l1.clone(), settings.cache.redis.clone());
+    if links.is_regional() {
+        // An unknown code may be a link made elsewhere, still on its way.
+        let short = settings.cache.remote_miss_ttl;
+        l1.negative_ttl = l1.negative_ttl.min(short);
+        redis.negative_ttl = redis.negative_ttl.min(short);
+    }
+    let l2 = match redis.url() {
         Some(_) => Some(RedisCache::new(
-            &settings.cache.redis,
+            &redis,
             settings.storage_timeout(),
             metrics.clone(),
             tasks.clone(),
         )?),
         None => None,
     };
-    let cache = LinkCache::new(
-        &settings.cache.l1,
-        l2.clone(),
-        store.clone(),
-        metrics.clone(),
-    );
+    let cache = LinkCache::new(&l1, l2.clone(), links, metrics.clone());
     if let Some(l2) = l2 {
         tracing::info!("L2 cache: Redis");
         let stop = tasks.stop_token();

@@ -76,7 +76,7 @@ pub fn scylla_options(settings: &Settings) -> ScyllaOptions {
     settings
         .storage
         .scylla
-        .options(settings.links.retention, click_counts)
+        .options(settings.links.retention, click_counts, &settings.region)
 }
 
 /// `shortener-api migrate`: brings the configured store's schema up to

@@ -57,6 +57,13 @@ impl LinkStore for CountingStore {
         }
         self.inner.insert_link(link, uniqueness).await
     }
+    async fn get_link_elsewhere(
+        &self,
+        code: &Code,
+        home: Option<links::region::RegionSlot>,
+    ) -> Result<Option<Link>, StoreError> {
+        self.inner.get_link_elsewhere(code, home).await
+    }
     async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError> {
         self.link_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get_link(code).await

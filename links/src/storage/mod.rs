@@ -19,6 +19,7 @@ use crate::{
     clicks::ClickBatch,
     code::Code,
     link::{Link, LinkChanges},
+    region::RegionSlot,
     stats::{ClickStats, StatsQuery},
 };
 
@@ -27,13 +28,60 @@ pub mod contract;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A block of ids leased to one caller.
+/// A block of ids leased to one caller: every `step`-th id of a range.
+///
+/// One region's store leases consecutive ids (`step` 1); a region of a
+/// multi-region deployment leases only the ids of its slot (`step`
+/// [`REGION_SLOTS`](crate::region::REGION_SLOTS)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdBlock {
-    /// The ids, all the caller's.
+    /// The ids are `ids.start`, `ids.start + step`, … below `ids.end`.
     pub ids: Range<u64>,
-    /// Ids within `ids` set aside for aliases, which the caller must skip.
+    pub step: u64,
+    /// Ids of the block set aside for aliases, which the caller must skip.
     pub reserved: Vec<u64>,
+}
+
+impl IdBlock {
+    /// Consecutive ids.
+    pub fn consecutive(ids: Range<u64>, reserved: Vec<u64>) -> Self {
+        Self {
+            ids,
+            step: 1,
+            reserved,
+        }
+    }
+
+    /// How many ids the block holds.
+    pub fn len(&self) -> u64 {
+        match self.ids.end.checked_sub(self.ids.start) {
+            Some(span) if span > 0 => span.div_ceil(self.step.max(1)),
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.ids.contains(&id) && (id - self.ids.start).is_multiple_of(self.step.max(1))
+    }
+
+    /// The ids of the block, reserved ones included.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + use<> {
+        (self.ids.clone()).step_by(self.step.max(1) as usize)
+    }
+
+    /// Takes the block's first id.
+    pub fn take_first(&mut self) -> Option<u64> {
+        if self.ids.start >= self.ids.end {
+            return None;
+        }
+        let id = self.ids.start;
+        self.ids.start = id.saturating_add(self.step.max(1)).min(self.ids.end);
+        Some(id)
+    }
 }
 
 /// What a store must do about a code that may already exist.
@@ -111,9 +159,10 @@ impl std::borrow::Borrow<StoreError> for UnwrittenClicks {
 /// Where links, id blocks, settings and click counts live.
 #[async_trait]
 pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
-    /// Reserves `count` consecutive ids no other caller will ever get, with
-    /// the ids among them that [`LinkStore::reserve_id`] set aside: their
-    /// codes are aliases already, so the caller skips them.
+    /// Reserves a block of `count` ids no other caller will ever get
+    /// (consecutive, or the next of this region's slot), with the ids among
+    /// them that [`LinkStore::reserve_id`] set aside: their codes are
+    /// aliases already, so the caller skips them.
     async fn lease_ids(&self, count: u64) -> Result<IdBlock, StoreError>;
 
     /// Sets `id` aside so that no lease hands it out, because an alias is
@@ -134,6 +183,19 @@ pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
     /// The link with this code, whatever its state, until the store forgets
     /// it after its retention.
     async fn get_link(&self, code: &Code) -> Result<Option<Link>, StoreError>;
+
+    /// A link that [`LinkStore::get_link`] did not find in this region,
+    /// looked for in the others: in `home`, the region whose slot the code's
+    /// id is in (where a generated code was written), and wherever aliases
+    /// are committed. `None` from a store of one region, without a call.
+    async fn get_link_elsewhere(
+        &self,
+        code: &Code,
+        home: Option<RegionSlot>,
+    ) -> Result<Option<Link>, StoreError> {
+        let _ = (code, home);
+        Ok(None)
+    }
 
     /// Applies changes to a link that is not deleted; `None` if there is no
     /// such link.

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{Consistency, check_keyspace_name};
+use links::region::Regions;
 use runtime::settings::{self, InvalidKey, invalid};
 
 /// How the production store connects.
@@ -26,6 +27,12 @@ pub struct ScyllaOptions {
     pub replication: Vec<(String, u32)>,
     /// Consistency of reads and writes (LOCAL_QUORUM by default).
     pub consistency: Consistency,
+    /// Consistency of generated creates, when not `consistency`: EACH_QUORUM
+    /// makes an acknowledged create survive the loss of its region.
+    pub create_consistency: Option<Consistency>,
+    /// The regions of an active-active deployment, one datacenter each, and
+    /// the one this instance runs in; `None`: one region.
+    pub regions: Option<Regions>,
     /// Longest wait for one request, retries included.
     pub request_timeout: Duration,
     /// Longest wait for a connection to a node.
@@ -77,6 +84,80 @@ impl From<ConsistencySetting> for Consistency {
             ConsistencySetting::One => Consistency::One,
             ConsistencySetting::All => Consistency::All,
         }
+    }
+}
+
+/// `storage.scylla.create_consistency`: what acknowledges a generated
+/// create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateConsistency {
+    /// A majority of the local datacenter: no cross-region round trip; a
+    /// create acknowledged just before its region is destroyed can be lost.
+    LocalQuorum,
+    /// A majority of every datacenter: a round trip to the farthest region;
+    /// nothing acknowledged is lost with one region.
+    EachQuorum,
+}
+
+impl FromStr for CreateConsistency {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "local_quorum" => Ok(Self::LocalQuorum),
+            "each_quorum" => Ok(Self::EachQuorum),
+            other => Err(format!(
+                "'{other}': must be local_quorum or each_quorum (or empty: `consistency`)"
+            )),
+        }
+    }
+}
+
+impl From<CreateConsistency> for Consistency {
+    fn from(c: CreateConsistency) -> Self {
+        match c {
+            CreateConsistency::LocalQuorum => Consistency::LocalQuorum,
+            CreateConsistency::EachQuorum => Consistency::EachQuorum,
+        }
+    }
+}
+
+/// `region.*`, shared by both binaries: the deployment's regions, if it
+/// runs in more than one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "RawRegionSettings")]
+pub struct RegionSettings(Option<Regions>);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegionSettings {
+    name: String,
+    all: String,
+}
+
+impl TryFrom<RawRegionSettings> for RegionSettings {
+    type Error = String;
+
+    fn try_from(raw: RawRegionSettings) -> Result<Self, String> {
+        match (raw.name.trim().is_empty(), raw.all.trim().is_empty()) {
+            (true, true) => Ok(Self(None)),
+            (false, false) => Regions::parse(&raw.all, &raw.name)
+                .map(|r| Self(Some(r)))
+                .map_err(|e| format!("region.all: {e}")),
+            _ => Err("region.name and region.all go together: set both or neither".into()),
+        }
+    }
+}
+
+impl RegionSettings {
+    pub fn regions(&self) -> Option<&Regions> {
+        self.0.as_ref()
+    }
+
+    /// The name metrics and logs give this instance's region: "" for a
+    /// deployment of one region.
+    pub fn name(&self) -> &str {
+        self.0.as_ref().map_or("", |r| r.local().name.as_str())
     }
 }
 
@@ -146,6 +227,8 @@ pub struct ScyllaSettings {
     #[serde(deserialize_with = "settings::parsed")]
     pub replication: Replication,
     pub consistency: ConsistencySetting,
+    #[serde(deserialize_with = "settings::optional")]
+    pub create_consistency: Option<CreateConsistency>,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -181,16 +264,62 @@ impl ScyllaSettings {
         Ok(())
     }
 
-    /// The options to connect with; `retention` and `click_counts` come
-    /// from outside this section.
-    pub fn options(&self, retention: Duration, click_counts: ClickCounts) -> ScyllaOptions {
+    /// Checks this section against the deployment's regions: the local
+    /// datacenter is the region's, and the keyspace has replicas in every
+    /// region's datacenter.
+    pub fn validate_regions(&self, regions: &RegionSettings) -> Result<(), InvalidKey> {
+        let Some(regions) = regions.regions() else {
+            return Ok(());
+        };
+        let local = regions.local();
+        if !self.local_dc.is_empty() && self.local_dc != local.datacenter {
+            return Err(invalid(
+                "storage.scylla.local_dc",
+                format!(
+                    "is '{}', but region {} is in datacenter '{}' (leave it empty to follow the region)",
+                    self.local_dc, local.name, local.datacenter
+                ),
+            ));
+        }
+        let replicated = self.replication.datacenters();
+        if let Some(missing) = regions
+            .all()
+            .iter()
+            .find(|r| !replicated.iter().any(|(dc, _)| *dc == r.datacenter))
+        {
+            return Err(invalid(
+                "storage.scylla.replication",
+                format!(
+                    "names no replicas in datacenter '{}' of region {}",
+                    missing.datacenter, missing.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The options to connect with; `retention`, `click_counts` and the
+    /// regions come from outside this section.
+    pub fn options(
+        &self,
+        retention: Duration,
+        click_counts: ClickCounts,
+        regions: &RegionSettings,
+    ) -> ScyllaOptions {
         let password = self.password.expose_secret();
+        let regions = regions.regions().cloned();
+        let local_dc = match &regions {
+            Some(regions) => regions.local().datacenter.clone(),
+            None => self.local_dc.clone(),
+        };
         ScyllaOptions {
             nodes: self.nodes.iter().map(|n| n.trim().to_owned()).collect(),
-            local_dc: self.local_dc.clone(),
+            local_dc,
             keyspace: self.keyspace.clone(),
             replication: self.replication.datacenters().to_vec(),
             consistency: self.consistency.into(),
+            create_consistency: self.create_consistency.map(Consistency::from),
+            regions,
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             speculative_after: Some(self.speculative_after).filter(|d| !d.is_zero()),

@@ -3,12 +3,12 @@
 //! Reads and plain writes are idempotent: the driver may retry them and
 //! send speculative executions. Conditional writes and counter increments
 //! are not: a retry could apply twice, so the store resolves their
-//! uncertain outcomes itself. Serial reads (`LOCAL_SERIAL`) see the latest
-//! conditional write.
+//! uncertain outcomes itself. Serial reads see the latest conditional
+//! write of their scope ([`Reach`]).
 
 use scylla::{
     client::session::Session,
-    frame::types::Consistency,
+    frame::types::{Consistency, SerialConsistency},
     statement::{
         batch::{Batch, BatchStatement, BatchType},
         prepared::PreparedStatement,
@@ -39,12 +39,17 @@ pub(super) struct Statements {
     pub(super) insert_link_if_absent: PreparedStatement,
     pub(super) select_link: PreparedStatement,
     pub(super) select_link_serial: PreparedStatement,
+    /// A read from a majority of all replicas, every region's: finds what
+    /// a shared write committed anywhere.
+    pub(super) select_link_quorum: PreparedStatement,
     /// An unconditional `INSERT` of the whole row (so the row marker takes
     /// the new TTL too) and `UPDATE … IF revision = ?`: a conditional batch
     /// in one partition, applied whole or not at all.
     pub(super) rewrite_link_if_revision: Batch,
     pub(super) select_next_serial: PreparedStatement,
     pub(super) advance_next_if: PreparedStatement,
+    /// A region's id row, created at its first lease.
+    pub(super) init_next_if_absent: PreparedStatement,
     pub(super) insert_reserved: PreparedStatement,
     pub(super) select_reserved: PreparedStatement,
     pub(super) insert_setting_if_absent: PreparedStatement,
@@ -61,8 +66,57 @@ pub(super) struct Statements {
     pub(super) ping: PreparedStatement,
 }
 
+/// How far the writes shared by every region reach: in one region, all
+/// of them stay in the local datacenter; across regions, what must be
+/// unique or agreed worldwide (aliases, changes to links, settings) is a
+/// consensus of all datacenters.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reach {
+    /// Consistency of generated creates: the profile's (LOCAL_QUORUM by
+    /// default) or EACH_QUORUM, which survives the loss of a region.
+    pub(super) create: Option<Consistency>,
+    /// Serial consistency of conditional writes to links and settings.
+    pub(super) shared_serial: SerialConsistency,
+    /// Commit consistency of those writes (`None`: the profile's).
+    pub(super) shared_commit: Option<Consistency>,
+}
+
+impl Reach {
+    /// One region: everything local.
+    pub(super) fn local(create: Option<Consistency>) -> Self {
+        Self {
+            create,
+            shared_serial: SerialConsistency::LocalSerial,
+            shared_commit: None,
+        }
+    }
+
+    /// Several regions: shared writes by consensus of all datacenters,
+    /// committed to a majority of all replicas (or each datacenter's, when
+    /// creates ask for EACH_QUORUM), so a QUORUM read anywhere sees them.
+    pub(super) fn global(create: Option<Consistency>) -> Self {
+        let commit = match create {
+            Some(Consistency::EachQuorum) => Consistency::EachQuorum,
+            _ => Consistency::Quorum,
+        };
+        Self {
+            create,
+            shared_serial: SerialConsistency::Serial,
+            shared_commit: Some(commit),
+        }
+    }
+
+    /// The consistency of a serial read of what shared writes wrote.
+    fn shared_read(self) -> Consistency {
+        match self.shared_serial {
+            SerialConsistency::Serial => Consistency::Serial,
+            SerialConsistency::LocalSerial => Consistency::LocalSerial,
+        }
+    }
+}
+
 impl Statements {
-    pub(super) async fn prepare(session: &Session) -> Result<Self, StoreError> {
+    pub(super) async fn prepare(session: &Session, reach: Reach) -> Result<Self, StoreError> {
         const LINK_COLUMNS: &str = "code, url, created_at, expires_at, redirect, forward_query, \
                                     deleted_at, token_digest, revision";
         let prepare = |cql: String, idempotent: bool, consistency: Option<Consistency>| async move {
@@ -77,19 +131,26 @@ impl Statements {
             Ok::<_, StoreError>(statement)
         };
         let serial = Some(Consistency::LocalSerial);
+        let shared = |mut statement: PreparedStatement| {
+            statement.set_serial_consistency(Some(reach.shared_serial));
+            if let Some(commit) = reach.shared_commit {
+                statement.set_consistency(commit);
+            }
+            statement
+        };
         Ok(Self {
             insert_link: prepare(
                 format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
                 true,
-                None,
+                reach.create,
             )
             .await?,
-            insert_link_if_absent: prepare(
+            insert_link_if_absent: shared(prepare(
                 format!("INSERT INTO links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"),
                 false,
                 None,
             )
-            .await?,
+            .await?),
             select_link: prepare(
                 format!("SELECT {LINK_COLUMNS} FROM links WHERE code = ?"),
                 true,
@@ -99,7 +160,13 @@ impl Statements {
             select_link_serial: prepare(
                 format!("SELECT {LINK_COLUMNS} FROM links WHERE code = ?"),
                 true,
-                serial,
+                Some(reach.shared_read()),
+            )
+            .await?,
+            select_link_quorum: prepare(
+                format!("SELECT {LINK_COLUMNS} FROM links WHERE code = ?"),
+                true,
+                Some(Consistency::Quorum),
             )
             .await?,
             rewrite_link_if_revision: {
@@ -126,12 +193,22 @@ impl Statements {
                     ],
                 );
                 batch.set_is_idempotent(false);
+                batch.set_serial_consistency(Some(reach.shared_serial));
+                if let Some(commit) = reach.shared_commit {
+                    batch.set_consistency(commit);
+                }
                 batch
             },
             select_next_serial: prepare(
                 "SELECT next FROM id_blocks WHERE name = ?".into(),
                 true,
                 serial,
+            )
+            .await?,
+            init_next_if_absent: prepare(
+                "INSERT INTO id_blocks (name, next) VALUES (?, ?) IF NOT EXISTS".into(),
+                false,
+                None,
             )
             .await?,
             advance_next_if: prepare(
@@ -152,16 +229,18 @@ impl Statements {
                 None,
             )
             .await?,
-            insert_setting_if_absent: prepare(
-                "INSERT INTO settings (name, value) VALUES (?, ?) IF NOT EXISTS".into(),
-                false,
-                None,
-            )
-            .await?,
+            insert_setting_if_absent: shared(
+                prepare(
+                    "INSERT INTO settings (name, value) VALUES (?, ?) IF NOT EXISTS".into(),
+                    false,
+                    None,
+                )
+                .await?,
+            ),
             select_setting_serial: prepare(
                 "SELECT value FROM settings WHERE name = ?".into(),
                 true,
-                serial,
+                Some(reach.shared_read()),
             )
             .await?,
             add_totals: prepare(

@@ -317,7 +317,7 @@ impl LinkStore for SqliteStore {
             })
             .await?
             .ok_or_else(|| StoreError::Other("the id space is used up".into()))?;
-        Ok(IdBlock { ids, reserved })
+        Ok(IdBlock::consecutive(ids, reserved))
     }
 
     async fn reserve_id(&self, id: u64) -> Result<bool, StoreError> {

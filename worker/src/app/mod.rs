@@ -103,10 +103,11 @@ impl Worker {
     /// Connects to ScyllaDB (whose schema must be current) and Kafka, and
     /// joins the group.
     pub async fn build(settings: Settings) -> Result<Self, WorkerError> {
-        let options = settings
-            .storage
-            .scylla
-            .options(Duration::ZERO, ClickCounts::Ledger);
+        let options =
+            settings
+                .storage
+                .scylla
+                .options(Duration::ZERO, ClickCounts::Ledger, &settings.region);
         let store = ScyllaStore::connect(options).await?;
         // Compiling the user-agent rules takes a moment: not on the executor.
         let classifier = tokio::task::spawn_blocking(UserAgentClassifier::shared).await?;

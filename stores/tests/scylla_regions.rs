@@ -1,0 +1,330 @@
+//! One cluster, three regions (`infra/multi-region`): generated codes stay
+//! in their region, aliases are unique worldwide, and a link one region
+//! lacks is found in the others. Each test works in a keyspace of its own,
+//! replicated once in every region's datacenter.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use links::{
+    Alias, Code, Link, LinkStore,
+    codegen::{CodeAllocator, CodeGenerator, CodeKey, InsertError},
+    region::{LinkFinder, RegionSlot, Regions},
+    storage::contract::sample_link,
+};
+use scylla::{
+    client::{execution_profile::ExecutionProfile, session_builder::SessionBuilder},
+    policies::load_balancing::DefaultPolicy,
+};
+use stores::{
+    fixtures::{DropRegionKeyspace, region_test_node, region_test_options},
+    scylla::{ScyllaStore, migrate},
+};
+
+const REGION_NAMES: [&str; 3] = ["eu", "us", "ap"];
+
+/// A region's instance: its store and code allocator.
+struct Instance {
+    regions: Regions,
+    store: Arc<ScyllaStore>,
+    codes: Arc<CodeAllocator>,
+}
+
+/// A fresh keyspace on the three-region cluster, and one instance per
+/// region sharing one code key.
+async fn three_regions() -> (Vec<Instance>, DropRegionKeyspace) {
+    let keyspace = format!("test_{:016x}", rand::random::<u64>());
+    let first = region_test_options(&keyspace, "eu");
+    migrate(&first).await.unwrap_or_else(|e| {
+        panic!(
+            "no three-region cluster at {:?} ({e}); start it with `infra/multi-region up`",
+            first.nodes
+        )
+    });
+    let guard = DropRegionKeyspace(keyspace.clone());
+    let key = CodeKey::generate();
+    let mut instances = Vec::new();
+    for name in REGION_NAMES {
+        let options = region_test_options(&keyspace, name);
+        let regions = options.regions.clone().expect("regions");
+        let store = ScyllaStore::connect(options).await.expect("connect");
+        let generator = CodeGenerator::for_store(store.as_ref(), Some(&key), 7)
+            .await
+            .expect("generator");
+        let codes = Arc::new(CodeAllocator::new(generator, store.clone(), 100));
+        instances.push(Instance {
+            regions,
+            store,
+            codes,
+        });
+    }
+    (instances, guard)
+}
+
+/// A new link under `code`, as the API makes one.
+fn link_of(code: Code) -> Link {
+    let sample = sample_link("regions");
+    Link { code, ..sample }
+}
+
+/// Partition keys of `keyspace.table` for which this node promised a
+/// ballot: it took part in a consensus round (`system.paxos` is each node's
+/// own; a node that only received a round's commit holds no promise).
+async fn paxos_partitions(region: &str, keyspace: &str, table: &str) -> HashSet<Vec<u8>> {
+    // The node's own local table: whichever node coordinates answers from
+    // its own, so requests go to this region's datacenter (its one node).
+    let datacenter = region_test_options(keyspace, region).local_dc;
+    let policy = DefaultPolicy::builder()
+        .prefer_datacenter(datacenter)
+        .permit_dc_failover(false)
+        .build();
+    let profile = ExecutionProfile::builder()
+        .load_balancing_policy(policy)
+        .build();
+    let session = SessionBuilder::new()
+        .known_node(region_test_node(region))
+        .default_execution_profile_handle(profile.into_handle())
+        .build()
+        .await
+        .expect("connect to the node");
+    let (id,): (uuid::Uuid,) = session
+        .query_unpaged(
+            "SELECT id FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await
+        .expect("table id")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one table");
+    let rows = session
+        .query_unpaged(
+            "SELECT row_key, cf_id, in_progress_ballot FROM system.paxos",
+            (),
+        )
+        .await
+        .expect("read system.paxos")
+        .into_rows_result()
+        .expect("rows");
+    rows.rows::<(Vec<u8>, uuid::Uuid, Option<scylla::value::CqlTimeuuid>)>()
+        .expect("typed")
+        .map(|row| row.expect("row"))
+        .filter(|(_, cf, promised)| *cf == id && promised.is_some())
+        .map(|(key, _, _)| key)
+        .collect()
+}
+
+/// 1,000 generated creates in each region at once: all distinct, each
+/// decoding to its own region, and not one consensus round outside the
+/// creating region's datacenter (no Paxos state on any node for the links,
+/// and each node's only for its own region's id row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_codes_stay_in_their_region_and_never_collide() {
+    const PER_REGION: usize = 1000;
+    let (instances, guard) = three_regions().await;
+    let mut tasks = Vec::new();
+    for instance in &instances {
+        let codes = instance.codes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut made = Vec::with_capacity(PER_REGION);
+            let mut took = Vec::with_capacity(PER_REGION);
+            for _ in 0..PER_REGION {
+                let started = Instant::now();
+                let link = codes.insert(None, link_of).await.expect("create");
+                took.push(started.elapsed());
+                made.push(link.code);
+            }
+            (made, took)
+        }));
+    }
+    let mut all = HashSet::new();
+    for (instance, task) in instances.iter().zip(tasks) {
+        let (made, mut took) = task.await.expect("task");
+        let local = instance.regions.local();
+        for code in made {
+            let id = instance
+                .codes
+                .generator()
+                .id(code.as_str())
+                .expect("a generated code");
+            assert_eq!(
+                RegionSlot::of_id(id),
+                local.slot,
+                "{code} made in {}",
+                local.name
+            );
+            assert!(all.insert(code.clone()), "{code} made twice");
+        }
+        took.sort();
+        println!(
+            "{}: generated create p50 {:?}, p99 {:?}",
+            local.name,
+            took[took.len() / 2],
+            took[took.len() * 99 / 100]
+        );
+    }
+    assert_eq!(all.len(), 3 * PER_REGION);
+
+    for instance in &instances {
+        let region = instance.regions.local();
+        let links = paxos_partitions(&region.name, &guard.0, "links").await;
+        assert!(
+            links.is_empty(),
+            "{}: {} links had a consensus round",
+            region.name,
+            links.len()
+        );
+        let rows = paxos_partitions(&region.name, &guard.0, "id_blocks").await;
+        let own = format!("links/{}", region.slot).into_bytes();
+        let allowed: HashSet<Vec<u8>> = [own, b"links".to_vec()].into();
+        assert!(
+            rows.is_subset(&allowed),
+            "{}: consensus on id rows {:?}",
+            region.name,
+            rows.iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            !rows.is_empty(),
+            "{}: its own id row had no consensus round",
+            region.name
+        );
+    }
+}
+
+/// Ten creates of one alias in each region at once: one wins worldwide,
+/// and every region then finds the winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_is_created_once_worldwide() {
+    let (instances, guard) = three_regions().await;
+    let alias = Alias::parse("worldwide-once").expect("valid alias");
+    let mut tasks = Vec::new();
+    for instance in &instances {
+        for _ in 0..10 {
+            let codes = instance.codes.clone();
+            let alias = alias.clone();
+            tasks.push(tokio::spawn(async move {
+                codes.insert(Some(alias), link_of).await
+            }));
+        }
+    }
+    let mut created = Vec::new();
+    let mut taken = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(link) => created.push(link),
+            Err(InsertError::AliasTaken(_)) => taken += 1,
+            Err(e) => panic!("an alias create failed: {e}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "winners: {created:?}");
+    assert_eq!(taken, 29);
+    for instance in &instances {
+        let finder = LinkFinder::regional(
+            instance.store.clone(),
+            instance.codes.generator().clone(),
+            instance.regions.clone(),
+        );
+        let found = finder.find(&created[0].code).await.expect("find");
+        assert_eq!(
+            found.as_ref(),
+            Some(&created[0]),
+            "in {}",
+            instance.regions.local().name
+        );
+    }
+    // A consensus of all datacenters: a majority of the nodes took part.
+    let mut nodes = 0;
+    for name in REGION_NAMES {
+        nodes += usize::from(!paxos_partitions(name, &guard.0, "links").await.is_empty());
+    }
+    assert!(nodes >= 2, "only {nodes} node(s) ran the alias's consensus");
+}
+
+/// What an alias create costs beside a generated one, in the same run
+/// (sequential creates in one region; the other regions' latency is what
+/// the cluster has: on loopback, none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_costs_a_worldwide_consensus() {
+    const N: usize = 40;
+    let (instances, _guard) = three_regions().await;
+    let eu = &instances[0];
+    let mut generated = Vec::new();
+    let mut aliases = Vec::new();
+    for i in 0..N {
+        let started = Instant::now();
+        eu.codes.insert(None, link_of).await.expect("generated");
+        generated.push(started.elapsed());
+        let alias = Alias::parse(&format!("cost-{i}")).expect("valid");
+        let started = Instant::now();
+        eu.codes.insert(Some(alias), link_of).await.expect("alias");
+        aliases.push(started.elapsed());
+    }
+    generated.sort();
+    aliases.sort();
+    let (g, a) = (generated[N / 2], aliases[N / 2]);
+    println!(
+        "create p50: generated {g:?}, alias {a:?} ({:.1}x)",
+        a.as_secs_f64() / g.as_secs_f64()
+    );
+    assert!(
+        a > g,
+        "an alias ({a:?}) cannot be cheaper than a generated code ({g:?})"
+    );
+}
+
+/// A link created in one region is found in every other at once, by the
+/// finder; a code no region has is unknown only once every region said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_elsewhere_is_found_in_its_home_region() {
+    let (instances, _guard) = three_regions().await;
+    let finders: Vec<LinkFinder> = instances
+        .iter()
+        .map(|i| {
+            LinkFinder::regional(
+                i.store.clone(),
+                i.codes.generator().clone(),
+                i.regions.clone(),
+            )
+        })
+        .collect();
+    let mut homes = HashMap::new();
+    for (maker, instance) in instances.iter().enumerate() {
+        for _ in 0..20 {
+            let link = instance.codes.insert(None, link_of).await.expect("create");
+            for (reader, finder) in finders.iter().enumerate() {
+                let found = finder.find(&link.code).await.expect("find");
+                assert_eq!(
+                    found.as_ref(),
+                    Some(&link),
+                    "made in {maker}, read in {reader}"
+                );
+                assert_eq!(
+                    finder.home_of(&link.code).map(|r| r.name.as_str()),
+                    Some(instance.regions.local().name.as_str())
+                );
+            }
+            // Asked directly of the home region from elsewhere.
+            let other = &instances[(maker + 1) % instances.len()];
+            let elsewhere = other
+                .store
+                .get_link_elsewhere(&link.code, Some(instance.regions.local().slot))
+                .await
+                .expect("read elsewhere");
+            assert_eq!(elsewhere.as_ref(), Some(&link));
+            *homes
+                .entry(instance.regions.local().name.clone())
+                .or_insert(0) += 1;
+        }
+    }
+    assert_eq!(homes.len(), 3);
+    let unknown = Code::parse("nosuch1").expect("valid");
+    for finder in &finders {
+        assert_eq!(finder.find(&unknown).await.expect("find"), None);
+    }
+}

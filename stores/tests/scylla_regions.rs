@@ -328,3 +328,101 @@ async fn a_link_made_elsewhere_is_found_in_its_home_region() {
         assert_eq!(finder.find(&unknown).await.expect("find"), None);
     }
 }
+
+/// Every region's worker counts the clicks of its own Kafka, whose
+/// partitions have the same numbers as every other region's: the ledger
+/// keys them apart, each region owns its own, and every region's stats
+/// add up all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_region_counts_its_own_clicks_and_every_region_sees_the_sum() {
+    use links::{
+        clicks::{Counts, Granularity},
+        stats::StatsQuery,
+    };
+    use stores::scylla::{ClickCounts, Progress, Tally, TallyKey};
+
+    let keyspace = format!("test_{:016x}", rand::random::<u64>());
+    migrate(&region_test_options(&keyspace, "eu"))
+        .await
+        .expect("three-region cluster (infra/multi-region up)");
+    let _guard = DropRegionKeyspace(keyspace.clone());
+    let mut stores = Vec::new();
+    for name in REGION_NAMES {
+        let mut options = region_test_options(&keyspace, name);
+        options.click_counts = ClickCounts::Ledger;
+        stores.push(ScyllaStore::connect(options).await.expect("connect"));
+    }
+    let code = Code::parse("counted1").expect("valid");
+    let (topic, partition) = ("shortener.clicks", 3);
+    let mut owners = Vec::new();
+    for (i, store) in stores.iter().enumerate() {
+        // The same partition number in every region: claims do not fence
+        // each other.
+        let owner = uuid::Uuid::new_v4();
+        store
+            .claim_tallies(topic, partition, owner)
+            .await
+            .expect("claim");
+        owners.push(owner);
+        let n = 10 * (i as u64 + 1);
+        store
+            .write_tally(
+                partition,
+                &TallyKey::Totals(code.clone()),
+                Tally {
+                    counts: Counts {
+                        clicks: n,
+                        bot_clicks: i as u64,
+                    },
+                    through: 100,
+                },
+            )
+            .await
+            .expect("write");
+    }
+    for (store, owner) in stores.iter().zip(&owners) {
+        let progress = Progress {
+            committed: 100,
+            pending: 100,
+        };
+        assert!(
+            store
+                .advance_tallies(topic, partition, *owner, progress)
+                .await
+                .expect("advance"),
+            "a region's claim fenced another's"
+        );
+        let read = store
+            .read_tally(partition, &TallyKey::Totals(code.clone()))
+            .await
+            .expect("read");
+        assert_eq!(read.map(|t| t.through), Some(100));
+    }
+    let now = chrono::Utc::now();
+    let query = StatsQuery {
+        from: now - chrono::Duration::hours(1),
+        to: now,
+        granularity: Granularity::Hour,
+        top: 5,
+    };
+    // Rows written elsewhere arrive by replication: within moments.
+    let expected = Counts {
+        clicks: 60,
+        bot_clicks: 3,
+    };
+    for (name, store) in REGION_NAMES.iter().zip(&stores) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let stats = store.click_stats(&code, &query).await.expect("stats");
+            if stats.totals == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "totals read in {name}: {:?}",
+                stats.totals
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

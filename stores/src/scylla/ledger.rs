@@ -70,13 +70,35 @@ fn to_u64(n: Option<i64>) -> u64 {
     n.map_or(0, |n| n.max(0) as u64)
 }
 
+/// Partitions per region in the ledger's `source` key.
+const SOURCES_PER_REGION: i32 = 1 << 16;
+
 impl ScyllaStore {
+    /// A partition of this region's clicks topic as the ledger keys it.
+    /// Every region has a topic of its own with the same partition numbers,
+    /// each counted by the region's own worker, so the region's slot is in
+    /// the key: partition + slot × 2¹⁶. A deployment of one region keys by
+    /// partition alone, as slot 0 does.
+    fn ledger_source(&self, partition: i32) -> Result<i32, StoreError> {
+        if !(0..SOURCES_PER_REGION).contains(&partition) {
+            return Err(StoreError::Other(
+                format!("partition {partition} is outside 0..{SOURCES_PER_REGION}").into(),
+            ));
+        }
+        let slot = self
+            .topology
+            .as_ref()
+            .map_or(0, |t| t.regions.local().slot.get() as i32);
+        Ok(slot * SOURCES_PER_REGION + partition)
+    }
+
     /// A row's tally for one source; `None` if it was never written.
     pub async fn read_tally(
         &self,
         source: i32,
         key: &TallyKey,
     ) -> Result<Option<Tally>, StoreError> {
+        let source = self.ledger_source(source)?;
         let s = &self.statements.ledger;
         let result = match key {
             TallyKey::Totals(code) => self.execute(&s.read_totals, (code.as_str(), source)).await,
@@ -137,6 +159,7 @@ impl ScyllaStore {
         key: &TallyKey,
         tally: Tally,
     ) -> Result<(), StoreError> {
+        let source = self.ledger_source(source)?;
         let s = &self.statements.ledger;
         let clicks = to_i64(tally.counts.clicks);
         let bots = to_i64(tally.counts.bot_clicks);
@@ -194,6 +217,7 @@ impl ScyllaStore {
         code: &Code,
         day: i64,
     ) -> Result<Vec<(TopKey, Tally)>, StoreError> {
+        let source = self.ledger_source(source)?;
         let mut statement = self.statements.ledger.read_day_tops.clone();
         statement.set_page_size(super::PAGE_ROWS);
         let _permit = self.permit().await?;
@@ -237,6 +261,7 @@ impl ScyllaStore {
         code: &Code,
         tops: &[(TopKey, Tally)],
     ) -> Result<(), StoreError> {
+        let source = self.ledger_source(source)?;
         let statement = &self.statements.ledger.write_top;
         let mut batch = Batch::new(BatchType::Unlogged);
         let mut values = Vec::with_capacity(tops.len());
@@ -298,6 +323,7 @@ impl ScyllaStore {
         source: i32,
         owner: Uuid,
     ) -> Result<Progress, StoreError> {
+        let source = self.ledger_source(source)?;
         let s = &self.statements.ledger;
         for attempt in 0..CAS_ATTEMPTS {
             let current = self.serial_progress(topic, source).await?;
@@ -354,6 +380,7 @@ impl ScyllaStore {
         owner: Uuid,
         progress: Progress,
     ) -> Result<bool, StoreError> {
+        let source = self.ledger_source(source)?;
         let statement = &self.statements.ledger.advance_progress_if;
         for attempt in 0..CAS_ATTEMPTS {
             let outcome = self

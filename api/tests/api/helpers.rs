@@ -136,6 +136,14 @@ impl Tier {
         Self::build(dir, true)
     }
 
+    /// Exactly this environment (a test owns what it names).
+    pub fn with_env(env: Vec<(String, String)>) -> Self {
+        Self {
+            env,
+            _keyspace: None,
+        }
+    }
+
     fn build(dir: &Path, production: bool) -> Self {
         let mut env = vec![(
             "SHORTENER__STORAGE__SQLITE__DIR".to_owned(),

@@ -11,4 +11,5 @@ mod outage;
 mod instances;
 mod kafka;
 mod redis;
+mod regions;
 mod scylla;

@@ -1,0 +1,143 @@
+//! One deployment in three regions (`infra/multi-region`'s cluster, a
+//! datacenter per region), an instance in each, each with its own Redis
+//! keys: what users of one region see of what users of another did.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stores::fixtures::{DropRegionKeyspace, TEST_REGIONS, region_test_options};
+
+use crate::{
+    helpers::{TestApp, Tier, spawn_app_in},
+    outage::one_at_a_time,
+};
+
+const REGIONS: [&str; 3] = ["eu", "us", "ap"];
+
+struct Deployment {
+    apps: Vec<TestApp>,
+    _keyspace: DropRegionKeyspace,
+}
+
+/// One instance per region, started one after another (the first
+/// migrates the keyspace and sets the code key everyone shares).
+async fn three_regions() -> Deployment {
+    let keyspace = format!("test_{:016x}", rand::random::<u64>());
+    let guard = DropRegionKeyspace(keyspace.clone());
+    let mut apps = Vec::new();
+    for name in REGIONS {
+        let options = region_test_options(&keyspace, name);
+        let replication: Vec<String> = options
+            .replication
+            .iter()
+            .map(|(dc, n)| format!("{dc}:{n}"))
+            .collect();
+        let env = [
+            ("REGION__NAME", name.to_owned()),
+            ("REGION__ALL", TEST_REGIONS.to_owned()),
+            ("STORAGE__BACKEND", "scylla".to_owned()),
+            ("STORAGE__SCYLLA__NODES", options.nodes.join(",")),
+            ("STORAGE__SCYLLA__KEYSPACE", keyspace.clone()),
+            ("STORAGE__SCYLLA__REPLICATION", replication.join(",")),
+            ("STORAGE__SCYLLA__MIGRATE_ON_START", "true".to_owned()),
+            ("STORAGE__SCYLLA__REQUEST_TIMEOUT", "5s".to_owned()),
+            ("CACHE__REDIS__URL", shortener_testkit::stack::redis_url()),
+            ("CACHE__REDIS__KEY_PREFIX", format!("{keyspace}:{name}:")),
+            ("CACHE__REDIS__TIMEOUT", "1s".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (format!("SHORTENER__{key}"), value))
+        .collect();
+        let tier = Arc::new(Tier::with_env(env));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        apps.push(spawn_app_in(tier, dir, |_| {}).await);
+    }
+    Deployment {
+        apps,
+        _keyspace: guard,
+    }
+}
+
+const ELSEWHERE: &str =
+    r#"shortener_storage_operation_duration_seconds_count{operation="get_link_elsewhere"}"#;
+
+/// 1,000 links created in one region, each followed at once in the two
+/// others: every one redirects, none is a 404, whether the region had it
+/// already or asked its home region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_in_one_region_redirects_at_once_in_the_others() {
+    const LINKS: usize = 1000;
+    let _serial = one_at_a_time().await;
+    let deployment = three_regions().await;
+    let [eu, us, ap] = &deployment.apps[..] else {
+        unreachable!("three regions")
+    };
+    let mut not_found = 0;
+    for i in 0..LINKS {
+        let created = eu
+            .create_ok(json!({ "url": format!("https://example.com/fresh/{i}") }))
+            .await;
+        let code = created["code"].as_str().expect("code");
+        for app in [us, ap] {
+            let response = app.get(&format!("/{code}")).await;
+            match response.status() {
+                StatusCode::NOT_FOUND => not_found += 1,
+                status => assert!(status.is_redirection(), "{code}: {status}"),
+            }
+        }
+    }
+    let fallbacks = us.metric(ELSEWHERE).await + ap.metric(ELSEWHERE).await;
+    println!("{LINKS} links followed in two other regions: {fallbacks} asked the home region");
+    assert_eq!(not_found, 0, "links made elsewhere answered 404");
+    // An unknown code is unknown everywhere, after asking the others.
+    let before = us.metric(ELSEWHERE).await;
+    assert_eq!(us.get("/nosuch42").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(us.metric(ELSEWHERE).await, before + 1.0);
+    for app in deployment.apps {
+        app.stop().await;
+    }
+}
+
+/// Ten creates of one alias in each region at once: one `201` worldwide,
+/// 29 `409`s, and every region then redirects to the winner's target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_is_created_once_across_regions() {
+    let _serial = one_at_a_time().await;
+    let deployment = three_regions().await;
+    let mut requests = Vec::new();
+    for (region, app) in deployment.apps.iter().enumerate() {
+        for i in 0..10 {
+            let body = json!({
+                "url": format!("https://example.com/{region}/{i}"),
+                "alias": "launch-day",
+            });
+            requests.push(app.create(body));
+        }
+    }
+    let responses = futures_util::future::join_all(requests).await;
+    let mut winners: Vec<Value> = Vec::new();
+    let mut conflicts = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::CREATED => winners.push(response.json().await.expect("body")),
+            StatusCode::CONFLICT => conflicts += 1,
+            status => panic!("unexpected {status}: {:?}", response.text().await),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(conflicts, 29);
+    let target = winners[0]["url"].as_str().expect("url").to_owned();
+    for app in &deployment.apps {
+        let response = app.get("/launch-day").await;
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(location.as_deref(), Some(target.as_str()));
+    }
+    for app in deployment.apps {
+        app.stop().await;
+    }
+}

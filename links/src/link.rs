@@ -74,6 +74,9 @@ pub struct Link {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Digest of the token that may change or delete this link.
     pub token: TokenDigest,
+    /// How many times the link was changed (PATCH or DELETE): 0 when made.
+    /// A cache that heard of a change drops copies older than it.
+    pub revision: u32,
 }
 
 /// Where a link stands at an instant.
@@ -256,6 +259,7 @@ mod tests {
             forward_query: false,
             deleted_at: None,
             token: ManageToken::generate().digest(),
+            revision: 0,
         }
     }
 

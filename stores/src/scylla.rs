@@ -432,7 +432,7 @@ impl LinkStore for ScyllaStore {
     }
 
     async fn insert_link(&self, link: &Link, uniqueness: Uniqueness) -> Result<(), StoreError> {
-        let values = self.row_values(link, 0);
+        let values = self.row_values(link, link.revision as i32);
         match uniqueness {
             Uniqueness::Generated => self
                 .execute(&self.statements.insert_link, values)
@@ -474,6 +474,7 @@ impl LinkStore for ScyllaStore {
                 return Ok(None);
             }
             changes.apply_to(&mut link);
+            link.revision = revision.wrapping_add(1) as u32;
             if self.rewrite_if_unchanged(&link, revision).await?.is_some() {
                 return Ok(Some(link));
             }
@@ -495,6 +496,7 @@ impl LinkStore for ScyllaStore {
                 return Ok(false);
             }
             link.deleted_at = Some(at);
+            link.revision = revision.wrapping_add(1) as u32;
             if self.rewrite_if_unchanged(&link, revision).await?.is_some() {
                 return Ok(true);
             }

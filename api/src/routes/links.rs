@@ -110,6 +110,7 @@ pub async fn create(
         forward_query,
         deleted_at: None,
         token: token.digest(),
+        revision: 0,
     };
 
     let link = state.codes.insert(alias, new_link).await?;

@@ -50,6 +50,7 @@ macro_rules! link_store_contract {
             every_alias_id_can_be_set_aside,
             updates_apply_to_live_links_only,
             deletes_mark_links_once,
+            every_change_counts_a_revision,
             expired_links_still_read_back,
             click_batches_accumulate_into_stats,
             stats_of_a_link_never_clicked_are_zero,
@@ -86,6 +87,7 @@ pub fn sample_link(tag: &str) -> Link {
         forward_query: true,
         deleted_at: None,
         token: ManageToken::generate().digest(),
+        revision: 0,
     }
 }
 
@@ -323,6 +325,42 @@ pub async fn updates_apply_to_live_links_only(f: Fixture) {
             .expect("update"),
         None
     );
+}
+
+/// A link is made at revision 0; every change and the delete count one
+/// more, and what is read back says so (caches compare revisions).
+pub async fn every_change_counts_a_revision(f: Fixture) {
+    let link = sample_link("rev");
+    f.store
+        .insert_link(&link, Uniqueness::Generated)
+        .await
+        .expect("insert");
+    let read = |f: &Fixture| {
+        let (store, code) = (f.store.clone(), link.code.clone());
+        async move { store.get_link(&code).await.expect("get").expect("link") }
+    };
+    assert_eq!(read(&f).await.revision, 0);
+    for expected in 1..=3 {
+        let changes = LinkChanges {
+            forward_query: Some(expected % 2 == 0),
+            ..LinkChanges::default()
+        };
+        let updated = f
+            .store
+            .update_link(&link.code, &changes)
+            .await
+            .expect("update")
+            .expect("live");
+        assert_eq!(updated.revision, expected);
+        assert_eq!(read(&f).await, updated);
+    }
+    assert!(
+        f.store
+            .delete_link(&link.code, Utc::now())
+            .await
+            .expect("delete")
+    );
+    assert_eq!(read(&f).await.revision, 4);
 }
 
 pub async fn deletes_mark_links_once(f: Fixture) {

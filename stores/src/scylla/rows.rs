@@ -61,6 +61,8 @@ impl LinkRow {
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("token digest is not 32 bytes".into()))?,
             ),
+            // Revisions count up from 0 and wrap where CQL's int does.
+            revision: self.revision.unwrap_or(0) as u32,
         };
         Ok(Some(Stored {
             link,

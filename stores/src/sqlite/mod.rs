@@ -344,7 +344,7 @@ impl LinkStore for SqliteStore {
         let purge_at = link.purge_at(self.retention).map(millis);
         self.write(move |conn| {
             conn.prepare_cached(&format!(
-                "INSERT INTO links ({LINK_COLUMNS}, purge_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO links ({LINK_COLUMNS}, purge_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ))?
             .execute(params![
                 link.code.as_str(),
@@ -355,6 +355,7 @@ impl LinkStore for SqliteStore {
                 link.forward_query,
                 link.deleted_at.map(millis),
                 link.token.as_bytes().as_slice(),
+                link.revision,
                 purge_at,
             ])?;
             Ok(())
@@ -385,9 +386,10 @@ impl LinkStore for SqliteStore {
                 return Ok(None);
             }
             changes.apply_to(&mut link);
+            link.revision = link.revision.wrapping_add(1);
             tx.prepare_cached(
                 "UPDATE links SET url = ?2, expires_at = ?3, redirect = ?4, forward_query = ?5, \
-                 purge_at = ?6 WHERE code = ?1",
+                 purge_at = ?6, revision = ?7 WHERE code = ?1",
             )?
             .execute(params![
                 link.code.as_str(),
@@ -396,6 +398,7 @@ impl LinkStore for SqliteStore {
                 link.redirect.as_u16(),
                 link.forward_query,
                 link.purge_at(retention).map(millis),
+                link.revision,
             ])?;
             tx.commit()?;
             Ok(Some(link))
@@ -411,7 +414,7 @@ impl LinkStore for SqliteStore {
             let changed = conn
                 .prepare_cached(
                     "UPDATE links SET deleted_at = ?2, \
-                     purge_at = MIN(?3, COALESCE(purge_at, ?3)) \
+                     purge_at = MIN(?3, COALESCE(purge_at, ?3)), revision = revision + 1 \
                      WHERE code = ?1 AND deleted_at IS NULL",
                 )?
                 .execute(params![code.as_str(), millis(at), purge_at])?;

@@ -40,8 +40,8 @@ pub(super) fn from_sqlite(e: rusqlite::Error) -> StoreError {
     }
 }
 
-pub(super) const LINK_COLUMNS: &str =
-    "code, url, created_at, expires_at, redirect, forward_query, deleted_at, token_digest";
+pub(super) const LINK_COLUMNS: &str = "code, url, created_at, expires_at, redirect, forward_query, \
+                                       deleted_at, token_digest, revision";
 
 pub(super) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -72,6 +72,7 @@ pub(super) fn link_from_row(row: &Row<'_>) -> rusqlite::Result<Link> {
                 .try_into()
                 .map_err(|_| conversion(7, "token digest is not 32 bytes".into()))?,
         ),
+        revision: row.get(8)?,
     })
 }
 

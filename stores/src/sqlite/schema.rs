@@ -18,6 +18,9 @@ pub(super) fn link_migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../migrations/sqlite/links/0002_reserved_ids.sql"
         )),
+        M::up(include_str!(
+            "../../migrations/sqlite/links/0003_revision.sql"
+        )),
     ])
 }
 

@@ -8,6 +8,7 @@
 //! - [`routes`]: the handlers, one module per path; [`routes::redirect`] is
 //!   the hot path.
 //! - [`cache`]: L1, the in-process link cache.
+//! - [`changes`]: link changes told to and heard from other regions.
 //! - [`clicks`]: the bounded click queue and the pipeline that drains it.
 //! - [`error`]: the API's error type and its `problem+json` responses.
 //! - [`observe`]: the outermost middleware: each request's RED metrics,
@@ -18,6 +19,7 @@
 //!   Prometheus metrics, the OpenAPI document.
 
 pub mod cache;
+pub mod changes;
 pub mod clicks;
 pub mod config;
 pub mod error;

@@ -139,7 +139,11 @@ impl LinkStore for MeteredStore {
         self.call("update_link", &self.update_link, call).await
     }
 
-    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn delete_link(
+        &self,
+        code: &Code,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Link>, StoreError> {
         let call = self.inner.delete_link(code, at);
         self.call("delete_link", &self.delete_link, call).await
     }

@@ -10,7 +10,9 @@ use links::{
     Code, Link, LinkStore, TokenDigest, UrlPolicy, codegen::CodeAllocator, region::LinkFinder,
 };
 
-use crate::{cache::LinkCache, clicks::ClickQueue, error::ApiError, metrics::Metrics};
+use crate::{
+    cache::LinkCache, changes::ChangeFeed, clicks::ClickQueue, error::ApiError, metrics::Metrics,
+};
 
 #[derive(Debug)]
 pub struct AppState {
@@ -18,6 +20,8 @@ pub struct AppState {
     /// Reads links: the store, and other regions for what it lacks.
     pub links: LinkFinder,
     pub cache: LinkCache,
+    /// With several regions: where changes are told to the others.
+    pub changes: Option<ChangeFeed>,
     pub codes: CodeAllocator,
     pub clicks: ClickQueue,
     pub url_policy: UrlPolicy,
@@ -38,6 +42,14 @@ pub struct AppState {
 impl AppState {
     pub fn short_url(&self, code: &Code) -> String {
         format!("{}/{}", self.public_base, code)
+    }
+
+    /// Tells the other regions that `link` changed (it is at its new
+    /// revision), so their caches drop their copies.
+    pub async fn announce(&self, link: &Link) {
+        if let Some(changes) = &self.changes {
+            changes.publish(&link.code, link.revision).await;
+        }
     }
 
     pub fn is_accepting(&self) -> bool {

@@ -255,6 +255,24 @@ impl LinkFinder {
         regions.home_of(generator.id(code.as_str())?)
     }
 
+    /// The link with this code at `revision` or later, for a change heard
+    /// of that this region's replicas may not have yet: read from the
+    /// code's home region and a majority of all replicas. Unavailable if
+    /// even they are older (the change is on its way).
+    pub async fn find_at_least(&self, code: &Code, revision: u32) -> Result<Link, StoreError> {
+        let home = self.home_of(code).map(|home| home.slot);
+        match self.store.get_link_elsewhere(code, home).await? {
+            Some(link) if link.revision >= revision => Ok(link),
+            found => Err(StoreError::Unavailable(
+                format!(
+                    "{code} changed to revision {revision}, but the freshest copy found is {:?}",
+                    found.map(|l| l.revision)
+                )
+                .into(),
+            )),
+        }
+    }
+
     /// The link with this code, whatever its state.
     pub async fn find(&self, code: &Code) -> Result<Option<Link>, StoreError> {
         if let Some(link) = self.store.get_link(code).await? {

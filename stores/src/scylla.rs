@@ -484,21 +484,27 @@ impl LinkStore for ScyllaStore {
         ))
     }
 
-    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn delete_link(
+        &self,
+        code: &Code,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Link>, StoreError> {
+        // What the store keeps: whole milliseconds.
+        let at = DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at);
         for attempt in 0..CAS_ATTEMPTS {
             let Some(Stored { mut link, revision }) = self
                 .read_link(code, attempt > 0 || self.topology.is_some())
                 .await?
             else {
-                return Ok(false);
+                return Ok(None);
             };
             if link.deleted_at.is_some() {
-                return Ok(false);
+                return Ok(None);
             }
             link.deleted_at = Some(at);
             link.revision = revision.wrapping_add(1) as u32;
             if self.rewrite_if_unchanged(&link, revision).await?.is_some() {
-                return Ok(true);
+                return Ok(Some(link));
             }
         }
         Err(StoreError::Unavailable(

@@ -36,6 +36,7 @@ async fn a_deleted_link_is_forgotten_whole_after_its_retention() {
             .delete_link(&link.code, chrono::Utc::now())
             .await
             .expect("delete")
+            .is_some()
     );
     let deleted = store.get_link(&link.code).await.expect("get");
     assert!(deleted.is_some_and(|l| l.deleted_at.is_some()));

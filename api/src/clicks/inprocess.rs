@@ -174,7 +174,11 @@ mod tests {
         ) -> Result<Option<links::Link>, links::StoreError> {
             Err(down())
         }
-        async fn delete_link(&self, _: &Code, _: DateTime<Utc>) -> Result<bool, links::StoreError> {
+        async fn delete_link(
+            &self,
+            _: &Code,
+            _: DateTime<Utc>,
+        ) -> Result<Option<links::Link>, links::StoreError> {
             Err(down())
         }
         async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), links::UnwrittenClicks> {
@@ -231,7 +235,7 @@ mod tests {
             &self,
             code: &Code,
             at: DateTime<Utc>,
-        ) -> Result<bool, links::StoreError> {
+        ) -> Result<Option<links::Link>, links::StoreError> {
             Down.delete_link(code, at).await
         }
         async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), links::UnwrittenClicks> {

@@ -159,17 +159,27 @@ impl KafkaSink {
     }
 }
 
-/// Creates the topic if it does not exist, with the configured partitions
-/// and replication. Fails if Kafka cannot be reached within `timeout`.
-pub async fn ensure_topic(settings: &KafkaSettings, timeout: Duration) -> Result<(), KafkaError> {
+/// Creates `topic` if it does not exist, with the configured partitions
+/// and replication, and `retention` if given. Fails if Kafka cannot be
+/// reached within `timeout`.
+pub async fn ensure_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    retention: Option<Duration>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .create()?;
-    let topic = NewTopic::new(
-        &settings.topic,
+    let retention_ms = retention.map(|r| r.as_millis().to_string());
+    let mut topic = NewTopic::new(
+        topic,
         settings.partitions,
         TopicReplication::Fixed(settings.replication_factor),
     );
+    if let Some(ms) = &retention_ms {
+        topic = topic.set("retention.ms", ms);
+    }
     let options = AdminOptions::new().request_timeout(Some(timeout));
     let results = admin.create_topics([&topic], &options).await?;
     for result in results {
@@ -177,7 +187,7 @@ pub async fn ensure_topic(settings: &KafkaSettings, timeout: Duration) -> Result
             Ok(_) | Err((_, Code::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                    tracing::warn!(topic, ?code, "cannot create the clicks topic");
+                    tracing::warn!(topic, ?code, "cannot create a topic");
                 });
             }
         }

@@ -396,6 +396,8 @@ impl Compression {
 pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
+    /// With several regions: the topic link changes are told on.
+    pub changes_topic: String,
     pub create_topic: bool,
     pub partitions: i32,
     pub replication_factor: i32,
@@ -412,6 +414,14 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     fn validate(&self) -> Result<(), InvalidKey> {
         settings::check_kafka(&self.brokers, &self.topic)?;
+        if self.changes_topic == self.topic {
+            return Err(invalid(
+                "events.kafka.changes_topic",
+                "must differ from events.kafka.topic",
+            ));
+        }
+        settings::check_kafka(&self.brokers, &self.changes_topic)
+            .map_err(|e| invalid("events.kafka.changes_topic", e.reason))?;
         if self.partitions < 1 {
             return Err(invalid("events.kafka.partitions", "must be at least 1"));
         }
@@ -467,6 +477,13 @@ impl LoadSettings for Settings {
                 ));
             }
             self.storage.scylla.validate_regions(&self.region)?;
+            if self.events.backend != EventBackend::Kafka {
+                return Err(invalid(
+                    "events.backend",
+                    "regions need \"kafka\": each region's Kafka carries its clicks to its \
+                     worker and its link changes to the other regions",
+                ));
+            }
         }
         self.cache.validate()?;
         self.events.validate()?;

@@ -314,6 +314,7 @@ fn regions_are_checked_against_the_store() {
     let scylla = [
         ("SHORTENER__STORAGE__BACKEND", "scylla"),
         ("SHORTENER__STORAGE__SCYLLA__REPLICATION", "dc_eu:3,dc_us:3"),
+        ("SHORTENER__EVENTS__BACKEND", "kafka"),
     ];
     let s = load(&[regions.as_slice(), &scylla].concat()).expect("valid");
     let all = s.region.regions().expect("regions");
@@ -333,6 +334,7 @@ fn regions_are_checked_against_the_store() {
     refused(
         &[
             scylla[0],
+            scylla[2],
             ("SHORTENER__STORAGE__SCYLLA__REPLICATION", "dc_eu:3"),
         ],
         "storage.scylla.replication",
@@ -341,10 +343,13 @@ fn regions_are_checked_against_the_store() {
         &[
             scylla[0],
             scylla[1],
+            scylla[2],
             ("SHORTENER__STORAGE__SCYLLA__LOCAL_DC", "dc_eu"),
         ],
         "storage.scylla.local_dc",
     );
+    // Each region's Kafka carries its changes to the others.
+    refused(&[scylla[0], scylla[1]], "events.backend");
     for (key, value, says) in [
         ("SHORTENER__REGION__NAME", "", "go together"),
         ("SHORTENER__REGION__ALL", "eu:0:dc_eu,us:0:dc_us", "slot"),
@@ -359,7 +364,7 @@ fn regions_are_checked_against_the_store() {
             "below 16",
         ),
     ] {
-        let mut env = vec![regions[0], regions[1], scylla[0], scylla[1]];
+        let mut env = vec![regions[0], regions[1], scylla[0], scylla[1], scylla[2]];
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
         let err = load(&env).expect_err("refused");

@@ -111,6 +111,11 @@ pub struct Metrics {
     pub redis_seconds: Histogram,
     /// Invalidations that could not be sent nor kept for retry.
     pub redis_invalidations_lost: Counter,
+    /// Link changes told to other regions, not told (Kafka did not take
+    /// them), and heard from them.
+    pub link_changes_sent: Counter,
+    pub link_changes_unsent: Counter,
+    pub link_changes_heard: Counter,
     /// L2 write-backs not made because as many were in flight already.
     pub redis_write_backs_skipped: Counter,
     pub links_created: Counter,
@@ -258,6 +263,18 @@ impl Metrics {
             "redis_invalidations_lost",
             "Cache invalidations neither sent nor kept for retry (the TTLs bound staleness)",
         );
+        let link_changes_sent = registry.counter(
+            "link_changes_sent",
+            "Link changes produced to this region's Kafka for the other regions",
+        );
+        let link_changes_unsent = registry.counter(
+            "link_changes_unsent",
+            "Link changes Kafka did not take in time (other regions keep the old answer until their TTLs end)",
+        );
+        let link_changes_heard = registry.counter(
+            "link_changes_heard",
+            "Link changes heard from other regions and applied to this instance's caches",
+        );
         let click_queue_depth =
             registry.gauge("click_queue_depth", "Click events waiting in the queue");
 
@@ -300,6 +317,9 @@ impl Metrics {
             redis_breaker_open,
             redis_seconds,
             redis_invalidations_lost,
+            link_changes_sent,
+            link_changes_unsent,
+            link_changes_heard,
             redis_write_backs_skipped,
             links_created,
             clicks_enqueued,

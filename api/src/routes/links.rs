@@ -175,7 +175,9 @@ pub async fn update(
     } else {
         let updated = state.store.update_link(&code, &changes).await?;
         state.cache.invalidate(&code).await;
-        updated.ok_or(ApiError::Deleted)?
+        let updated = updated.ok_or(ApiError::Deleted)?;
+        state.announce(&updated).await;
+        updated
     };
     Ok(HttpResponse::Ok().json(LinkBody::of(&updated, &state)))
 }
@@ -204,8 +206,7 @@ pub async fn delete(
     owned_link(&state, &code, token).await?;
     let deleted = state.store.delete_link(&code, Utc::now()).await?;
     state.cache.invalidate(&code).await;
-    if !deleted {
-        return Err(ApiError::Deleted);
-    }
+    let deleted = deleted.ok_or(ApiError::Deleted)?;
+    state.announce(&deleted).await;
     Ok(HttpResponse::NoContent().finish())
 }

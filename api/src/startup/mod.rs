@@ -35,6 +35,7 @@ use self::{
 };
 use crate::{
     cache::{LinkCache, redis::RedisCache},
+    changes::{self, ChangeFeed},
     clicks::{
         ClickPipeline, ClickSink, InProcessSink,
         kafka::{KafkaSink, ensure_topic},
@@ -167,10 +168,37 @@ impl Application {
             metrics.clone(),
         )?;
 
-        let cache = link_cache(&settings, links.clone(), &metrics, &tasks)?;
+        let mut cache = link_cache(&settings, links.clone(), &metrics, &tasks)?;
+        let changes = match settings.region.regions() {
+            Some(regions) => {
+                let region = regions.local().name.clone();
+                // Fences outlast every cached copy; a load takes at most
+                // Redis's timeout and two store reads.
+                let keep = settings.cache.l1.ttl.max(settings.cache.redis.ttl);
+                let load_within = settings.cache.redis.timeout + settings.storage_timeout() * 2;
+                cache = cache.with_fences(keep, load_within);
+                let kafka = &settings.events.kafka;
+                if kafka.create_topic
+                    && let Err(error) =
+                        ensure_topic(kafka, &kafka.changes_topic, Some(keep), TOPIC_TIMEOUT).await
+                {
+                    tracing::warn!(%error, "cannot check the link-changes topic; producing anyway");
+                }
+                tasks.spawn(changes::listen(
+                    kafka.clone(),
+                    region.clone(),
+                    cache.clone(),
+                    metrics.clone(),
+                    tasks.stop_token().clone(),
+                ));
+                Some(ChangeFeed::new(kafka, &region, metrics.clone())?)
+            }
+            None => None,
+        };
 
         let state = web::Data::new(AppState {
             cache,
+            changes,
             links,
             store,
             codes,
@@ -347,7 +375,7 @@ async fn click_sink(
         EventBackend::Kafka => {
             let kafka = &settings.events.kafka;
             if kafka.create_topic
-                && let Err(error) = ensure_topic(kafka, TOPIC_TIMEOUT).await
+                && let Err(error) = ensure_topic(kafka, &kafka.topic, None, TOPIC_TIMEOUT).await
             {
                 tracing::warn!(%error, "cannot check the clicks topic; producing anyway");
             }

@@ -75,7 +75,11 @@ impl LinkStore for CountingStore {
     ) -> Result<Option<Link>, StoreError> {
         self.inner.update_link(code, changes).await
     }
-    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn delete_link(
+        &self,
+        code: &Code,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Link>, StoreError> {
         self.inner.delete_link(code, at).await
     }
     async fn record_clicks(&self, batch: &ClickBatch) -> Result<(), links::UnwrittenClicks> {

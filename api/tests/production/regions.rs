@@ -20,6 +20,18 @@ struct Deployment {
     _keyspace: DropRegionKeyspace,
 }
 
+/// The topic each region's instance tells its changes on, in its region's
+/// Kafka; `infra/multi-region`'s MirrorMaker 2 copies `test_<hex>.link-changes`
+/// to every other region's Kafka as `<region>.<topic>`.
+fn changes_topic(keyspace: &str) -> String {
+    format!("{keyspace}.link-changes")
+}
+
+/// A region's Kafka in `infra/multi-region`: on its node's address.
+fn region_kafka(region: &str) -> String {
+    stores::fixtures::region_test_node(region).replace(":9042", ":9092")
+}
+
 /// One instance per region, started one after another (the first
 /// migrates the keyspace and sets the code key everyone shares).
 async fn three_regions() -> Deployment {
@@ -45,6 +57,11 @@ async fn three_regions() -> Deployment {
             ("CACHE__REDIS__URL", shortener_testkit::stack::redis_url()),
             ("CACHE__REDIS__KEY_PREFIX", format!("{keyspace}:{name}:")),
             ("CACHE__REDIS__TIMEOUT", "1s".to_owned()),
+            ("EVENTS__BACKEND", "kafka".to_owned()),
+            ("EVENTS__KAFKA__BROKERS", region_kafka(name)),
+            ("EVENTS__KAFKA__TOPIC", format!("{keyspace}.clicks")),
+            ("EVENTS__KAFKA__CHANGES_TOPIC", changes_topic(&keyspace)),
+            ("EVENTS__KAFKA__PARTITIONS", "1".to_owned()),
         ]
         .into_iter()
         .map(|(key, value)| (format!("SHORTENER__{key}"), value))
@@ -137,6 +154,105 @@ async fn an_alias_is_created_once_across_regions() {
             .map(str::to_owned);
         assert_eq!(location.as_deref(), Some(target.as_str()));
     }
+    for app in deployment.apps {
+        app.stop().await;
+    }
+}
+
+/// What a region answers for a code: the target, or the status.
+async fn answer(app: &TestApp, code: &str) -> String {
+    let response = app.get(&format!("/{code}")).await;
+    response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map_or_else(|| response.status().to_string(), str::to_owned)
+}
+
+/// PATCHes and DELETEs in random regions reach every region through
+/// Kafka and MirrorMaker 2: each region answers the new target (or 410)
+/// within moments, and once all do, none answers the old one again, though
+/// every region had it cached (in L1 and Redis) before the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_in_one_region_reaches_every_region() {
+    const LINKS: usize = 20;
+    let _serial = one_at_a_time().await;
+    let deployment = three_regions().await;
+    let apps = &deployment.apps;
+    let mut links = Vec::new();
+    for i in 0..LINKS {
+        let maker = &apps[i % apps.len()];
+        let url = format!("https://example.com/old/{i}");
+        let created = maker.create_ok(json!({ "url": url })).await;
+        let code = created["code"].as_str().expect("code").to_owned();
+        let token = created["token"].as_str().expect("token").to_owned();
+        // Every region caches the old answer (L1, and its Redis).
+        for app in apps {
+            assert_eq!(answer(app, &code).await, url);
+        }
+        links.push((code, token, url));
+    }
+    let mut took = Vec::new();
+    for (i, (code, token, old)) in links.iter().enumerate() {
+        let changer = &apps[rand::random_range(0..apps.len())];
+        let new = if i % 2 == 0 {
+            let new = format!("https://example.com/new/{i}");
+            let response = changer.patch(code, token, json!({ "url": new })).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            new
+        } else {
+            let response = changer.delete(code, token).await;
+            assert_eq!(response.status(), StatusCode::NO_CONTENT);
+            StatusCode::GONE.to_string()
+        };
+        let started = std::time::Instant::now();
+        // MirrorMaker 2 needs a while to start copying: the first change
+        // may wait for it.
+        let limit = if i == 0 { 120 } else { 20 };
+        loop {
+            let mut answers = Vec::new();
+            for app in apps {
+                answers.push(answer(app, code).await);
+            }
+            assert!(
+                !answers.iter().any(|a| a != old && a != &new),
+                "{code}: unexpected answers {answers:?}"
+            );
+            if answers.iter().all(|a| a == &new) {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(limit),
+                "{code} still answers {answers:?} after {limit}s (is MirrorMaker 2 of \
+                 infra/multi-region running?)"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if i > 0 {
+            took.push(started.elapsed());
+        }
+        // Once every region has the change, none goes back.
+        for _ in 0..3 {
+            for app in apps {
+                assert_eq!(answer(app, code).await, new, "{code} went back");
+            }
+        }
+    }
+    took.sort();
+    println!(
+        "{} changes visible in every region after p50 {:?}, p99 {:?}",
+        took.len(),
+        took[took.len() / 2],
+        took[took.len() * 99 / 100]
+    );
+    let heard: f64 = {
+        let mut sum = 0.0;
+        for app in apps {
+            sum += app.metric("shortener_link_changes_heard_total").await;
+        }
+        sum
+    };
+    assert!(heard >= (2 * LINKS) as f64, "only {heard} changes heard");
     for app in deployment.apps {
         app.stop().await;
     }

@@ -354,13 +354,14 @@ pub async fn every_change_counts_a_revision(f: Fixture) {
         assert_eq!(updated.revision, expected);
         assert_eq!(read(&f).await, updated);
     }
-    assert!(
-        f.store
-            .delete_link(&link.code, Utc::now())
-            .await
-            .expect("delete")
-    );
-    assert_eq!(read(&f).await.revision, 4);
+    let deleted = f
+        .store
+        .delete_link(&link.code, Utc::now())
+        .await
+        .expect("delete")
+        .expect("was live");
+    assert_eq!(deleted.revision, 4);
+    assert_eq!(read(&f).await, deleted);
 }
 
 pub async fn deletes_mark_links_once(f: Fixture) {
@@ -370,12 +371,14 @@ pub async fn deletes_mark_links_once(f: Fixture) {
         .await
         .expect("insert");
     let at = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("valid");
-    assert!(f.store.delete_link(&link.code, at).await.expect("delete"));
-    assert!(
-        !f.store
+    let deleted = f.store.delete_link(&link.code, at).await.expect("delete");
+    assert_eq!(deleted.map(|l| l.deleted_at), Some(Some(at)));
+    assert_eq!(
+        f.store
             .delete_link(&link.code, at)
             .await
-            .expect("delete again")
+            .expect("delete again"),
+        None
     );
     let read = f
         .store
@@ -392,11 +395,12 @@ pub async fn deletes_mark_links_once(f: Fixture) {
         .expect_err("reuse");
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
     let unknown = Code::parse("nosuchcode").expect("valid");
-    assert!(
-        !f.store
+    assert_eq!(
+        f.store
             .delete_link(&unknown, at)
             .await
-            .expect("delete unknown")
+            .expect("delete unknown"),
+        None
     );
 }
 

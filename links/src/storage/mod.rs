@@ -205,9 +205,10 @@ pub trait LinkStore: Send + Sync + fmt::Debug + 'static {
         changes: &LinkChanges,
     ) -> Result<Option<Link>, StoreError>;
 
-    /// Marks a link deleted; `false` if there was no link or it was already
-    /// deleted.
-    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Marks a link deleted, and returns it as deleted (its revision
+    /// counted); `None` if there was no link or it was already deleted.
+    async fn delete_link(&self, code: &Code, at: DateTime<Utc>)
+    -> Result<Option<Link>, StoreError>;
 
     /// Adds a batch of click counts. The embedded store applies all of it
     /// or none; a distributed store applies it row by row, and a failure

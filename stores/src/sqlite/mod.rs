@@ -406,19 +406,29 @@ impl LinkStore for SqliteStore {
         .await
     }
 
-    async fn delete_link(&self, code: &Code, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn delete_link(
+        &self,
+        code: &Code,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Link>, StoreError> {
         let code = code.clone();
         let retention = self.retention;
         self.write(move |conn| {
+            let tx = conn.transaction()?;
             let purge_at = millis(links::link::later_by(at, retention));
-            let changed = conn
+            let changed = tx
                 .prepare_cached(
                     "UPDATE links SET deleted_at = ?2, \
                      purge_at = MIN(?3, COALESCE(purge_at, ?3)), revision = revision + 1 \
                      WHERE code = ?1 AND deleted_at IS NULL",
                 )?
                 .execute(params![code.as_str(), millis(at), purge_at])?;
-            Ok(changed == 1)
+            let deleted = match changed {
+                1 => select_link(&tx, code.as_str())?,
+                _ => None,
+            };
+            tx.commit()?;
+            Ok(deleted)
         })
         .await
     }

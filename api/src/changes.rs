@@ -4,11 +4,11 @@
 //! Each change is produced to this region's Kafka (`events.kafka.
 //! changes_topic`, keyed by code, so one link's changes stay in order);
 //! Kafka's MirrorMaker 2 copies the topic to every other region's Kafka as
-//! `<region>.<topic>`; every API instance listens to those copies and drops
-//! the link from its L1 and its region's Redis, remembering the change's
-//! revision: a reload that reads an older row (this region's replica not
-//! reached yet) is not served nor cached, but read again where the change
-//! is (see [`crate::cache`]).
+//! `<region>.<topic>`; every API instance listens to those copies, and to
+//! its own region's topic, and drops the link from its L1 and its region's
+//! Redis, remembering the change's revision: a reload that reads an older
+//! row (this region's replica not reached yet) is not served nor cached,
+//! but read again where the change is (see [`crate::cache`]).
 //!
 //! A change that cannot be produced (this region's Kafka down for longer
 //! than the timeout) is counted and logged; the other regions' caches then
@@ -130,9 +130,10 @@ fn regex_escape(text: &str) -> String {
     escaped
 }
 
-/// Listens to the other regions' changes until `stop`, applying each to
-/// this instance's caches. Each instance listens for itself (a group of its
-/// own: every instance must hear every change), from the start of what the
+/// Listens to every region's changes (the copies of the others', and this
+/// region's own) until `stop`, applying each to this instance's caches.
+/// Each instance listens for itself (a group of its own: every instance
+/// must hear every change), from the start of what the
 /// topics keep: the changes topic keeps changes as long as any cache keeps
 /// a copy (its retention is set so when it is created, and MirrorMaker 2
 /// copies it to the other regions' topics), so a starting instance fences
@@ -163,8 +164,11 @@ pub async fn listen(
             return;
         }
     };
+    // This region's own topic too: a change commits to a majority of all
+    // replicas, which need not include this region's, so its own instances
+    // fence it as well.
     let pattern = mirrored_topics(&kafka.changes_topic);
-    if let Err(error) = consumer.subscribe(&[&pattern]) {
+    if let Err(error) = consumer.subscribe(&[kafka.changes_topic.as_str(), &pattern]) {
         tracing::error!(%error, pattern, "cannot subscribe to other regions' link changes");
         return;
     }
@@ -186,7 +190,7 @@ pub async fn listen(
         let change = message
             .payload()
             .and_then(|value| serde_json::from_slice::<Change>(value).ok());
-        let Some(change) = change.filter(|c| c.region != region) else {
+        let Some(change) = change else {
             tracing::warn!(
                 topic = message.topic(),
                 "an unreadable link change; skipped"

@@ -316,7 +316,16 @@ impl ScyllaStore {
                 .await
             {
                 Ok(result) => {
-                    return match lwt_applied(result)? {
+                    let (applied, current) = lwt_row(result)?;
+                    // Not applied: taken, unless by an earlier attempt of
+                    // this call whose answer was lost (the token digest is
+                    // new with every link).
+                    let ours = last.is_some()
+                        && matches!(
+                            column(&current, "token_digest"),
+                            Some(CqlValue::Blob(digest)) if digest.as_slice() == link.token.as_bytes()
+                        );
+                    return match applied || ours {
                         true => Ok(()),
                         false => Err(StoreError::Conflict),
                     };

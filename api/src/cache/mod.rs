@@ -234,6 +234,9 @@ impl LinkCache {
         self.fences = Some(Fences {
             revisions: moka::sync::Cache::builder()
                 .max_capacity(MAX_FENCES)
+                // The newest fences matter most: never refuse one for
+                // being new (moka's default admission may).
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(keep)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             load_within,

@@ -64,6 +64,20 @@ async fn live_link(state: &AppState, code: &Code) -> Result<Link, ApiError> {
     }
 }
 
+/// Why a change found no live link that was live a moment before: deleted
+/// meanwhile (410), or, across regions, not yet seen by the majority a
+/// change is decided by (a link just made elsewhere: 503, try again).
+async fn vanished(state: &AppState, code: &Code) -> ApiError {
+    match state.links.find(code).await {
+        Ok(Some(link)) if link.deleted_at.is_some() => ApiError::Deleted,
+        Ok(None) => ApiError::NotFound,
+        Ok(Some(_)) => ApiError::from(links::StoreError::Unavailable(
+            format!("{code} is not visible to a majority of all regions yet").into(),
+        )),
+        Err(error) => error.into(),
+    }
+}
+
 /// A link that exists, is not deleted, and that `token` may change: the
 /// token is checked before the link's state is told.
 async fn owned_link(state: &AppState, code: &Code, token: &str) -> Result<Link, ApiError> {
@@ -173,9 +187,13 @@ pub async fn update(
     let updated = if changes.is_empty() {
         link
     } else {
-        let updated = state.store.update_link(&code, &changes).await?;
+        // Forgotten whatever the outcome: a change whose answer was lost
+        // may have been applied.
+        let updated = state.store.update_link(&code, &changes).await;
         state.cache.invalidate(&code).await;
-        let updated = updated.ok_or(ApiError::Deleted)?;
+        let Some(updated) = updated? else {
+            return Err(vanished(&state, &code).await);
+        };
         state.announce(&updated).await;
         updated
     };
@@ -204,9 +222,11 @@ pub async fn delete(
     let token = state.bearer(&req)?;
     let code = code_param(&req)?;
     owned_link(&state, &code, token).await?;
-    let deleted = state.store.delete_link(&code, Utc::now()).await?;
+    let deleted = state.store.delete_link(&code, Utc::now()).await;
     state.cache.invalidate(&code).await;
-    let deleted = deleted.ok_or(ApiError::Deleted)?;
+    let Some(deleted) = deleted? else {
+        return Err(vanished(&state, &code).await);
+    };
     state.announce(&deleted).await;
     Ok(HttpResponse::NoContent().finish())
 }

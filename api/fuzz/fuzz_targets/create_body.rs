@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         forward_query: new.forward_query,
         deleted_at: None,
         token: ManageToken::generate().digest(),
+        revision: 0,
     };
     if let Some(at) = link.expires_at {
         assert!(at > now && at <= now + links::link::MAX_LIFETIME, "{at}");

@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         forward_query: false,
         deleted_at: None,
         token: ManageToken::generate().digest(),
+        revision: 0,
     };
     changes.apply_to(&mut link);
     let _ = link.purge_at(common::longest_retention());

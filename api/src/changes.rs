@@ -13,14 +13,27 @@
 //! A change that cannot be produced (this region's Kafka down for longer
 //! than the timeout) is counted and logged; the other regions' caches then
 //! serve the old answer until their TTLs end.
+//!
+//! A starting instance (a region back from an outage among them) is not
+//! ready (`/readyz`) until it has read every change its region's Kafka held
+//! when it started: its region's Redis and its datacenter's replicas may
+//! hold links changed elsewhere meanwhile, and only the fences of those
+//! changes keep it from serving them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use futures_util::StreamExt;
 use links::Code;
 use rdkafka::{
     ClientConfig, Message,
-    consumer::{Consumer, StreamConsumer},
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    error::KafkaResult,
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
@@ -43,13 +56,17 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the listener looks for mirrored topics it has not seen yet
 /// (a region added, or MirrorMaker 2 starting after this instance).
 const TOPIC_REFRESH: Duration = Duration::from_secs(5);
+/// Longest a look at the topics' ends may take before it is tried again.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Produces this region's link changes.
+/// Produces this region's link changes, and knows whether this instance
+/// has heard every change made before it started.
 pub struct ChangeFeed {
     producer: FutureProducer,
     topic: String,
     region: String,
     metrics: Arc<Metrics>,
+    caught_up: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ChangeFeed {
@@ -81,7 +98,19 @@ impl ChangeFeed {
             topic: kafka.changes_topic.clone(),
             region: region.to_owned(),
             metrics,
+            caught_up: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Whether the listener has read every change the topics held when it
+    /// started.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// The flag [`listen`] raises once it has caught up.
+    pub fn catch_up_flag(&self) -> Arc<AtomicBool> {
+        self.caught_up.clone()
     }
 
     /// Produces a change, waiting for Kafka's acknowledgement (bounded).
@@ -119,6 +148,95 @@ pub fn mirrored_topics(topic: &str) -> String {
     format!("^[A-Za-z0-9_-]+\\.{}$", regex_escape(topic))
 }
 
+/// Whether `name` is this region's changes topic or another region's copy
+/// of it (what [`mirrored_topics`] matches).
+fn is_changes_topic(name: &str, topic: &str) -> bool {
+    name == topic
+        || name
+            .strip_suffix(topic)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|region| {
+                !region.is_empty()
+                    && region
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+}
+
+/// Where the changes topics end now: every non-empty partition, and the
+/// offset after its last change. Blocking.
+fn ends_now(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, i32, i64)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()?;
+    let metadata = consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+    let mut ends = Vec::new();
+    for topic in metadata.topics() {
+        if !is_changes_topic(topic.name(), &kafka.changes_topic) {
+            continue;
+        }
+        for partition in topic.partitions() {
+            let (low, high) =
+                consumer.fetch_watermarks(topic.name(), partition.id(), METADATA_TIMEOUT)?;
+            if high > low {
+                ends.push((topic.name().to_owned(), partition.id(), high));
+            }
+        }
+    }
+    Ok(ends)
+}
+
+/// The partitions still to be read to their `ends`, given what was read.
+struct CatchUp {
+    pending: Vec<(String, i32, i64)>,
+    flag: Arc<AtomicBool>,
+    started: Instant,
+    heard: u64,
+}
+
+impl CatchUp {
+    fn new(pending: Vec<(String, i32, i64)>, flag: Arc<AtomicBool>) -> Self {
+        let catch_up = Self {
+            pending,
+            flag,
+            started: Instant::now(),
+            heard: 0,
+        };
+        catch_up.finish_if_done();
+        catch_up
+    }
+
+    fn is_done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// A change was read of `topic`'s `partition`, before `next`.
+    fn read(&mut self, topic: &str, partition: i32, next: i64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.heard += 1;
+        self.reached(topic, partition, next);
+    }
+
+    /// The consumer's position in `topic`'s `partition` is `next`.
+    fn reached(&mut self, topic: &str, partition: i32, next: i64) {
+        self.pending
+            .retain(|(t, p, end)| !(t == topic && *p == partition && next >= *end));
+        self.finish_if_done();
+    }
+
+    fn finish_if_done(&self) {
+        if self.pending.is_empty() && !self.flag.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                changes = self.heard,
+                took = ?self.started.elapsed(),
+                "caught up with the link changes made before this instance started"
+            );
+        }
+    }
+}
+
 fn regex_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() * 2);
     for c in text.chars() {
@@ -138,14 +256,34 @@ fn regex_escape(text: &str) -> String {
 /// a copy (its retention is set so when it is created, and MirrorMaker 2
 /// copies it to the other regions' topics), so a starting instance fences
 /// every copy its region's Redis may hold from before it started, and a
-/// topic that appears later (a region added) is read whole.
+/// topic that appears later (a region added) is read whole. `caught_up`
+/// is raised once every change the topics held at the start is read.
 pub async fn listen(
     kafka: KafkaSettings,
     region: String,
     cache: LinkCache,
     metrics: Arc<Metrics>,
+    caught_up: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
+    // Where the topics end before listening: what must be read before
+    // this instance serves from its caches. Until Kafka answers, it is not
+    // ready.
+    let ends = loop {
+        let settings = kafka.clone();
+        match tokio::task::spawn_blocking(move || ends_now(&settings)).await {
+            Ok(Ok(ends)) => break ends,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot see where the link-change topics end; not ready until Kafka answers");
+            }
+            Err(error) => tracing::error!(%error, "looking at the link-change topics failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
+        }
+    };
+    let mut catch_up = CatchUp::new(ends, caught_up);
     let group = format!("shortener-api-changes.{region}.{}", uuid::Uuid::now_v7());
     let consumer: StreamConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -174,9 +312,22 @@ pub async fn listen(
     }
     tracing::info!(pattern, "listening to other regions' link changes");
     let mut stream = consumer.stream();
+    // A partition whose changes up to its end were all dropped by retention
+    // meanwhile has no message left to read: its position tells.
+    let mut positions = tokio::time::interval(Duration::from_secs(1));
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
+            _ = positions.tick(), if !catch_up.is_done() => {
+                if let Ok(list) = consumer.position() {
+                    for element in list.elements() {
+                        if let rdkafka::Offset::Offset(next) = element.offset() {
+                            catch_up.reached(element.topic(), element.partition(), next);
+                        }
+                    }
+                }
+                continue;
+            }
             () = stop.cancelled() => return,
         };
         let Some(message) = message else { return };
@@ -190,6 +341,7 @@ pub async fn listen(
         let change = message
             .payload()
             .and_then(|value| serde_json::from_slice::<Change>(value).ok());
+        catch_up.read(message.topic(), message.partition(), message.offset() + 1);
         let Some(change) = change else {
             tracing::warn!(
                 topic = message.topic(),
@@ -213,6 +365,41 @@ mod tests {
     fn mirrored_topic_names_are_matched_exactly() {
         let pattern = mirrored_topics("shortener.link-changes");
         assert_eq!(pattern, "^[A-Za-z0-9_-]+\\.shortener\\.link-changes$");
+    }
+
+    #[test]
+    fn changes_topics_are_told_apart() {
+        let topic = "shortener.link-changes";
+        assert!(is_changes_topic(topic, topic));
+        assert!(is_changes_topic("us.shortener.link-changes", topic));
+        assert!(is_changes_topic("ap-south_1.shortener.link-changes", topic));
+        assert!(!is_changes_topic(".shortener.link-changes", topic));
+        assert!(!is_changes_topic("shortener.link-changes.x", topic));
+        assert!(!is_changes_topic("u.s.shortener.link-changes", topic));
+        assert!(!is_changes_topic("usshortener.link-changes", topic));
+        assert!(!is_changes_topic("shortener.clicks", topic));
+    }
+
+    #[test]
+    fn an_instance_catches_up_once_every_partition_is_read_to_its_end() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut catch_up = CatchUp::new(
+            vec![("t".into(), 0, 3), ("us.t".into(), 1, 1)],
+            flag.clone(),
+        );
+        catch_up.read("t", 0, 1);
+        catch_up.read("us.t", 0, 5);
+        catch_up.read("us.t", 1, 1);
+        assert!(
+            !flag.load(Ordering::Acquire),
+            "partition t/0 is not read to 3"
+        );
+        catch_up.read("t", 0, 3);
+        assert!(flag.load(Ordering::Acquire));
+        // Nothing to read: caught up at once.
+        let flag = Arc::new(AtomicBool::new(false));
+        CatchUp::new(Vec::new(), flag.clone());
+        assert!(flag.load(Ordering::Acquire));
     }
 
     #[test]

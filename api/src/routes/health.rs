@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (it can serve:
-//! its dependencies answer and it is not shutting down).
+//! its dependencies answer, it is not shutting down and, with several
+//! regions, it has heard the link changes made before it started).
 
 use std::time::Duration;
 
@@ -30,6 +31,11 @@ pub struct Readiness {
     pub storage: &'static str,
     /// False once shutdown began.
     pub accepting: bool,
+    /// With several regions: "caught_up" once this instance has read every
+    /// link change made before it started, "catching_up" until then (not
+    /// ready: its caches may hold links changed meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<&'static str>,
 }
 
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
@@ -59,11 +65,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
     };
     let accepting = state.is_accepting();
-    let ready = accepting && storage == "ok";
+    let caught_up = state.changes.as_ref().map(|feed| feed.caught_up());
+    let ready = accepting && storage == "ok" && caught_up != Some(false);
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         storage,
         accepting,
+        changes: caught_up.map(|yes| if yes { "caught_up" } else { "catching_up" }),
     };
     if ready {
         HttpResponse::Ok().json(body)

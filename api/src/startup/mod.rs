@@ -184,14 +184,16 @@ impl Application {
                 {
                     tracing::warn!(%error, "cannot check the link-changes topic; producing anyway");
                 }
+                let feed = ChangeFeed::new(kafka, &region, metrics.clone())?;
                 tasks.spawn(changes::listen(
                     kafka.clone(),
                     region.clone(),
                     cache.clone(),
                     metrics.clone(),
+                    feed.catch_up_flag(),
                     tasks.stop_token().clone(),
                 ));
-                Some(ChangeFeed::new(kafka, &region, metrics.clone())?)
+                Some(feed)
             }
             None => None,
         };

@@ -22,6 +22,8 @@ const REGIONS: [&str; 3] = ["eu", "us", "ap"];
 
 struct Deployment {
     apps: Vec<TestApp>,
+    /// Each region's configuration, for more instances.
+    tiers: Vec<Arc<Tier>>,
     _keyspace: DropRegionKeyspace,
 }
 
@@ -43,6 +45,7 @@ async fn three_regions() -> Deployment {
     let keyspace = format!("test_{:016x}", rand::random::<u64>());
     let guard = DropRegionKeyspace(keyspace.clone());
     let mut apps = Vec::new();
+    let mut tiers = Vec::new();
     for name in REGIONS {
         let options = region_test_options(&keyspace, name);
         let replication: Vec<String> = options
@@ -73,10 +76,12 @@ async fn three_regions() -> Deployment {
         .collect();
         let tier = Arc::new(Tier::with_env(env));
         let dir = tempfile::tempdir().expect("temporary directory");
-        apps.push(spawn_app_in(tier, dir, |_| {}).await);
+        apps.push(spawn_app_in(tier.clone(), dir, |_| {}).await);
+        tiers.push(tier);
     }
     Deployment {
         apps,
+        tiers,
         _keyspace: guard,
     }
 }
@@ -304,6 +309,76 @@ async fn a_change_in_one_region_reaches_every_region() {
         heard >= (2 * (LINKS + 1)) as f64,
         "only {heard} changes heard"
     );
+    for app in deployment.apps {
+        app.stop().await;
+    }
+}
+
+/// An instance that starts after changes were made elsewhere (a region
+/// back from an outage, or a new instance) is not ready until it has heard
+/// every change its region's Kafka holds: its region's Redis may keep the
+/// old answers, and only those changes' fences keep it from serving them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it() {
+    const CHANGES: usize = 30;
+    const HEARD: &str = "shortener_link_changes_heard_total";
+    let _serial = one_at_a_time().await;
+    let deployment = three_regions().await;
+    let [eu, us, _] = &deployment.apps[..] else {
+        unreachable!("three regions")
+    };
+    let before = us.metric(HEARD).await;
+    for i in 0..CHANGES {
+        let (code, token) = eu.shorten(&format!("https://example.com/v1/{i}")).await;
+        let response = eu
+            .patch(
+                &code,
+                &token,
+                json!({ "url": format!("https://example.com/v2/{i}") }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The changes are in us's Kafka once us's instance heard them.
+    let started = Instant::now();
+    while us.metric(HEARD).await < before + CHANGES as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "us heard {} of {CHANGES} changes (is MirrorMaker 2 of infra/multi-region running?)",
+            us.metric(HEARD).await - before
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let late = spawn_app_in(deployment.tiers[1].clone(), dir, |_| {}).await;
+    let started = Instant::now();
+    let mut not_ready = 0;
+    let body: Value = loop {
+        let response = late.get("/readyz").await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("readiness body");
+        if status == StatusCode::OK {
+            break body;
+        }
+        assert_eq!(body["changes"], "catching_up", "{body}");
+        not_ready += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not ready after 60 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let heard = late.metric(HEARD).await;
+    println!(
+        "a new us instance was ready after {:?} ({not_ready} probes said not yet), having heard {heard} changes",
+        started.elapsed()
+    );
+    assert_eq!(body["changes"], "caught_up");
+    assert!(
+        heard >= CHANGES as f64,
+        "ready having heard {heard} of the {CHANGES} changes before it started"
+    );
+    late.stop().await;
     for app in deployment.apps {
         app.stop().await;
     }

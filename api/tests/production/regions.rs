@@ -100,22 +100,34 @@ async fn a_link_made_in_one_region_redirects_at_once_in_the_others() {
     let [eu, us, ap] = &deployment.apps[..] else {
         unreachable!("three regions")
     };
+    // Ten creators at once, each following its link at once elsewhere.
+    let ids: Vec<usize> = (0..LINKS).collect();
     let mut not_found = 0;
-    for i in 0..LINKS {
-        let created = eu
-            .create_ok(json!({ "url": format!("https://example.com/fresh/{i}") }))
-            .await;
-        let code = created["code"].as_str().expect("code");
-        for app in [us, ap] {
-            let response = app.get(&format!("/{code}")).await;
-            match response.status() {
+    for wave in ids.chunks(10) {
+        let answers = join_all(wave.iter().map(|i| async move {
+            let created = eu
+                .create_ok(json!({ "url": format!("https://example.com/fresh/{i}") }))
+                .await;
+            let code = created["code"].as_str().expect("code").to_owned();
+            let mut statuses = Vec::new();
+            for app in [us, ap] {
+                statuses.push((code.clone(), app.get(&format!("/{code}")).await.status()));
+            }
+            statuses
+        }))
+        .await;
+        for (code, status) in answers.into_iter().flatten() {
+            match status {
                 StatusCode::NOT_FOUND => not_found += 1,
                 status => assert!(status.is_redirection(), "{code}: {status}"),
             }
         }
     }
     let fallbacks = us.metric(ELSEWHERE).await + ap.metric(ELSEWHERE).await;
-    println!("{LINKS} links followed in two other regions: {fallbacks} asked the home region");
+    println!(
+        "{LINKS} links followed in two other regions: {fallbacks} of {} follows asked the home region",
+        2 * LINKS
+    );
     assert_eq!(not_found, 0, "links made elsewhere answered 404");
     // An unknown code is unknown everywhere, after asking the others.
     let before = us.metric(ELSEWHERE).await;

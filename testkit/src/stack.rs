@@ -60,6 +60,20 @@ pub fn dev_stack(args: &[&str]) {
     );
 }
 
+/// Runs `infra/multi-region` with `args` (e.g. `kill us`), asserting it
+/// succeeded.
+pub fn multi_region(args: &[&str]) {
+    let script = crate::repo().join("infra/multi-region");
+    let status = std::process::Command::new(&script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        status.success(),
+        "infra/multi-region {args:?} failed: {status}"
+    );
+}
+
 /// Held by each test of a suite for its whole run, where tests must not
 /// overlap: they load the same two cores and servers, and some stop and
 /// restart those servers. (An async mutex: each test has a runtime of its

@@ -395,3 +395,123 @@ async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it()
         app.stop().await;
     }
 }
+
+/// A region lost whole (its datacenter's node and its Kafka SIGKILLed, its
+/// instance gone) under load from clients of the two others: they keep
+/// answering every request, links made in the lost region before its loss
+/// still redirect there, and it serves again once revived, with no step
+/// but starting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
+    use crate::outage::{Load, p99};
+    use shortener_testkit::stack::multi_region;
+
+    /// Brings the region back however the test ends.
+    struct Revive(bool);
+    impl Drop for Revive {
+        fn drop(&mut self) {
+            if !self.0 {
+                multi_region(&["revive", "us"]);
+            }
+        }
+    }
+
+    let _serial = one_at_a_time().await;
+    let mut deployment = three_regions().await;
+    let mut made = Vec::new();
+    for (i, app) in deployment.apps.iter().enumerate() {
+        for n in 0..30 {
+            let (code, _) = app
+                .shorten(&format!("https://example.com/region/{i}/{n}"))
+                .await;
+            made.push((i, code));
+        }
+    }
+    // Replication to the other datacenters is not waited for by a create
+    // (LOCAL_QUORUM): give it a moment, as the region's RPO.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let us_made: Vec<String> = made
+        .iter()
+        .filter(|(i, _)| *i == 1)
+        .map(|(_, code)| code.clone())
+        .collect();
+    let served: Vec<String> = made
+        .iter()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, code)| code.clone())
+        .collect();
+    let [eu, _, ap] = &deployment.apps[..] else {
+        unreachable!("three regions")
+    };
+    let loads = [Load::start(eu, &served, 2), Load::start(ap, &served, 2)];
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let lost_at = Instant::now();
+    let us = deployment.apps.remove(1);
+    let revive = Revive(false);
+    tokio::task::spawn_blocking(|| multi_region(&["kill", "us"]))
+        .await
+        .expect("kill");
+    us.stop().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let [eu, ap] = &deployment.apps[..] else {
+        unreachable!("two regions left")
+    };
+    // Made in us before its loss: still there, in both other regions.
+    for code in &us_made {
+        for app in [eu, ap] {
+            let status = app.get(&format!("/{code}")).await.status();
+            assert_eq!(
+                status,
+                StatusCode::FOUND,
+                "{code} made in us, after its loss"
+            );
+        }
+    }
+    // Creates go on in the regions left.
+    let (fresh, _) = eu.shorten("https://example.com/while-us-was-away").await;
+    assert_eq!(
+        ap.get(&format!("/{fresh}")).await.status(),
+        StatusCode::FOUND
+    );
+    let ended = Instant::now();
+    for (region, load) in ["eu", "ap"].into_iter().zip(loads) {
+        let samples = load.finish().await;
+        let failed = samples.iter().filter(|s| !s.ok).count();
+        let first = samples.first().expect("samples").at;
+        println!(
+            "{region}: {} redirects, {failed} failed; p99 before the loss {:?}, after {:?}",
+            samples.len(),
+            p99(&samples, first, lost_at),
+            p99(&samples, lost_at, ended)
+        );
+        assert_eq!(failed, 0, "{region}: requests failed while us was lost");
+    }
+    let started = Instant::now();
+    tokio::task::spawn_blocking(|| multi_region(&["revive", "us"]))
+        .await
+        .expect("revive");
+    std::mem::forget(revive);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let back = spawn_app_in(deployment.tiers[1].clone(), dir, |_| {}).await;
+    crate::outage::eventually(Duration::from_secs(60), "us ready again", || async {
+        back.get("/readyz").await.status() == StatusCode::OK
+    })
+    .await;
+    println!("us revived and ready after {:?}", started.elapsed());
+    for code in us_made.iter().chain(served.iter()).chain([&fresh]) {
+        assert_eq!(
+            back.get(&format!("/{code}")).await.status(),
+            StatusCode::FOUND,
+            "{code} in us, back"
+        );
+    }
+    let (again, _) = back.shorten("https://example.com/us-is-back").await;
+    assert_eq!(
+        eu.get(&format!("/{again}")).await.status(),
+        StatusCode::FOUND
+    );
+    back.stop().await;
+    for app in deployment.apps {
+        app.stop().await;
+    }
+}

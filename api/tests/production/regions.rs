@@ -3,6 +3,7 @@
 //! keys: what users of one region see of what users of another did.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -511,6 +512,132 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
         StatusCode::FOUND
     );
     back.stop().await;
+    for app in deployment.apps {
+        app.stop().await;
+    }
+}
+
+/// A region's worker, as a process: it counts the clicks of its region's
+/// Kafka into the shared ledger. Killed when dropped.
+fn region_worker(keyspace: &str, name: &str, logs: &std::path::Path) -> tokio::process::Child {
+    let options = region_test_options(keyspace, name);
+    let replication: Vec<String> = options
+        .replication
+        .iter()
+        .map(|(dc, n)| format!("{dc}:{n}"))
+        .collect();
+    let env = [
+        ("REGION__NAME", name.to_owned()),
+        ("REGION__ALL", TEST_REGIONS.to_owned()),
+        ("STORAGE__SCYLLA__NODES", options.nodes.join(",")),
+        ("STORAGE__SCYLLA__KEYSPACE", keyspace.to_owned()),
+        ("STORAGE__SCYLLA__REPLICATION", replication.join(",")),
+        ("STORAGE__SCYLLA__REQUEST_TIMEOUT", "10s".to_owned()),
+        ("EVENTS__KAFKA__BROKERS", region_kafka(name)),
+        ("EVENTS__KAFKA__TOPIC", format!("{keyspace}.clicks")),
+        ("WORKER__GROUP", format!("{keyspace}.worker")),
+        (
+            "WORKER__DEAD_LETTER_TOPIC",
+            format!("{keyspace}.clicks.dead-letter"),
+        ),
+        ("WORKER__FLUSH_INTERVAL", "250ms".to_owned()),
+        ("WORKER__SESSION_TIMEOUT", "3s".to_owned()),
+        ("WORKER__METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+    ];
+    let log = std::fs::File::create(logs.join(format!("worker-{name}.log"))).expect("log file");
+    tokio::process::Command::new(shortener_testkit::binary("shortener-worker"))
+        .envs(env.map(|(k, v)| (format!("SHORTENER__{k}"), v)))
+        .env("SHORTENER_CONFIG_DIR", logs.join("no-config"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::from(
+            log.try_clone().expect("log file"),
+        ))
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start shortener-worker (cargo build -p shortener-worker)")
+}
+
+/// Every click a region's stats API shows for `code`, people and bots.
+async fn counted(app: &TestApp, code: &str) -> u64 {
+    let stats: Value = app
+        .get(&format!("/api/v1/links/{code}/stats"))
+        .await
+        .json()
+        .await
+        .expect("stats");
+    stats["total_clicks"].as_u64().expect("total") + stats["bot_clicks"].as_u64().expect("bots")
+}
+
+/// 10,000 redirects in each region, of links made in all three, counted by
+/// each region's own worker from its own Kafka: every region's stats API
+/// shows every link's exact total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_in_every_region_add_up_in_every_region() {
+    const PER_REGION: usize = 10_000;
+    let _serial = one_at_a_time().await;
+    let deployment = three_regions().await;
+    let apps = &deployment.apps;
+    let logs = tempfile::tempdir().expect("temporary directory");
+    let keyspace = apps[0].settings.storage.scylla.keyspace.clone();
+    let _workers: Vec<_> = REGIONS
+        .iter()
+        .map(|name| region_worker(&keyspace, name, logs.path()))
+        .collect();
+    let mut codes = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        for n in 0..10 {
+            let (code, _) = app
+                .shorten(&format!("https://example.com/counted/{i}/{n}"))
+                .await;
+            codes.push(code);
+        }
+    }
+    let mut truth: HashMap<String, u64> = HashMap::new();
+    for app in apps {
+        let picks: Vec<&String> = (0..PER_REGION)
+            .map(|_| &codes[rand::random_range(0..codes.len())])
+            .collect();
+        for chunk in picks.chunks(50) {
+            let statuses = join_all(
+                chunk
+                    .iter()
+                    .map(|code| async move { app.get(&format!("/{code}")).await }),
+            )
+            .await;
+            for (code, response) in chunk.iter().zip(statuses) {
+                assert_eq!(response.status(), StatusCode::FOUND, "{code}");
+                *truth.entry((*code).clone()).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(truth.values().sum::<u64>(), (3 * PER_REGION) as u64);
+    let took = crate::outage::eventually(
+        Duration::from_secs(120),
+        "every region's stats show every click",
+        || async {
+            for app in apps {
+                for (code, n) in &truth {
+                    if counted(app, code).await != *n {
+                        return false;
+                    }
+                }
+            }
+            true
+        },
+    )
+    .await;
+    println!(
+        "{} redirects in three regions counted exactly in every region's stats {took:?} after the last",
+        3 * PER_REGION
+    );
+    // And no more later: exactly once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for app in apps {
+        for (code, n) in &truth {
+            assert_eq!(counted(app, code).await, *n, "{code}");
+        }
+    }
     for app in deployment.apps {
         app.stop().await;
     }

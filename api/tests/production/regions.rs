@@ -398,10 +398,11 @@ async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it()
 }
 
 /// A region lost whole (its datacenter's node and its Kafka SIGKILLed, its
-/// instance gone) under load from clients of the two others: they keep
-/// answering every request, links made in the lost region before its loss
-/// still redirect there, and it serves again once revived, with no step
-/// but starting it.
+/// instance and worker gone) under load from clients of the two others:
+/// they keep answering every request, links made in the lost region before
+/// its loss still redirect there, and it serves again once revived, with
+/// no step but starting it; the clicks its Kafka held uncounted are
+/// counted then, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     use crate::outage::{Load, p99};
@@ -419,6 +420,12 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
 
     let _serial = one_at_a_time().await;
     let mut deployment = three_regions().await;
+    let keyspace = deployment.apps[0].settings.storage.scylla.keyspace.clone();
+    let logs = tempfile::tempdir().expect("temporary directory");
+    let mut workers: Vec<_> = REGIONS
+        .iter()
+        .map(|name| region_worker(&keyspace, name, logs.path()))
+        .collect();
     let mut made = Vec::new();
     for (i, app) in deployment.apps.iter().enumerate() {
         for n in 0..30 {
@@ -441,6 +448,16 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
         .filter(|(i, _)| *i != 1)
         .map(|(_, code)| code.clone())
         .collect();
+    // us's worker goes first: the clicks of 500 redirects in us then wait
+    // in us's Kafka, uncounted, when the region is lost.
+    workers[1].kill().await.expect("kill us's worker");
+    let mut truth: HashMap<String, u64> = HashMap::new();
+    for _ in 0..500 {
+        let code = &us_made[rand::random_range(0..us_made.len())];
+        let response = deployment.apps[1].get(&format!("/{code}")).await;
+        assert_eq!(response.status(), StatusCode::FOUND);
+        *truth.entry(code.clone()).or_default() += 1;
+    }
     let [eu, _, ap] = &deployment.apps[..] else {
         unreachable!("three regions")
     };
@@ -466,6 +483,7 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
                 StatusCode::FOUND,
                 "{code} made in us, after its loss"
             );
+            *truth.entry(code.clone()).or_default() += 1;
         }
     }
     // Creates go on in the regions left.
@@ -506,11 +524,43 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
             "{code} in us, back"
         );
     }
+    for code in &us_made {
+        *truth.entry(code.clone()).or_default() += 1;
+    }
     let (again, _) = back.shorten("https://example.com/us-is-back").await;
     assert_eq!(
         eu.get(&format!("/{again}")).await.status(),
         StatusCode::FOUND
     );
+    // us's worker, started again, counts what its Kafka kept: every
+    // region's stats show each link's clicks exactly, and no more later.
+    workers[1] = region_worker(&keyspace, "us", logs.path());
+    let regions = [eu, &back, ap];
+    let took = crate::outage::eventually(
+        Duration::from_secs(120),
+        "the clicks us's Kafka kept are counted",
+        || async {
+            for app in regions {
+                for (code, n) in &truth {
+                    if counted(app, code).await != *n {
+                        return false;
+                    }
+                }
+            }
+            true
+        },
+    )
+    .await;
+    println!(
+        "us's worker back: {} clicks of us's links counted exactly in every region after {took:?}",
+        truth.values().sum::<u64>()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for app in regions {
+        for (code, n) in &truth {
+            assert_eq!(counted(app, code).await, *n, "{code} counted again");
+        }
+    }
     back.stop().await;
     for app in deployment.apps {
         app.stop().await;

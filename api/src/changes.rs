@@ -18,7 +18,9 @@
 //! ready (`/readyz`) until it has read every change its region's Kafka held
 //! when it started: its region's Redis and its datacenter's replicas may
 //! hold links changed elsewhere meanwhile, and only the fences of those
-//! changes keep it from serving them.
+//! changes keep it from serving them. Changes MirrorMaker 2 copies into
+//! that Kafka later (a region just back, whose copies are behind) are
+//! applied as they arrive, not waited for.
 
 use std::{
     sync::{
@@ -340,20 +342,20 @@ pub async fn listen(
         };
         let change = message
             .payload()
-            .and_then(|value| serde_json::from_slice::<Change>(value).ok());
-        catch_up.read(message.topic(), message.partition(), message.offset() + 1);
-        let Some(change) = change else {
-            tracing::warn!(
+            .and_then(|value| serde_json::from_slice::<Change>(value).ok())
+            .and_then(|change| Some((Code::parse(&change.code).ok()?, change.revision)));
+        match change {
+            Some((code, revision)) => {
+                metrics.link_changes_heard.inc();
+                cache.heard_change(&code, revision).await;
+            }
+            None => tracing::warn!(
                 topic = message.topic(),
                 "an unreadable link change; skipped"
-            );
-            continue;
-        };
-        let Ok(code) = Code::parse(&change.code) else {
-            continue;
-        };
-        metrics.link_changes_heard.inc();
-        cache.heard_change(&code, change.revision).await;
+            ),
+        }
+        // Counted once applied: ready means every fence is in place.
+        catch_up.read(message.topic(), message.partition(), message.offset() + 1);
     }
 }
 

@@ -255,7 +255,9 @@ async fn an_alias_is_created_once_worldwide() {
 /// own datacenter (LOCAL_QUORUM, the default), one acknowledged by every
 /// datacenter (EACH_QUORUM), and an alias (a consensus of all
 /// datacenters). The round trips between regions are what the cluster has
-/// (`infra/multi-region` adds 75–95 ms unless started without latency).
+/// (`infra/multi-region` adds 75–95 ms unless started without latency;
+/// without, an EACH_QUORUM create costs about what a local one does, so
+/// only its success is asserted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_create_costs_by_what_acknowledges_it() {
     const N: usize = 40;
@@ -299,12 +301,6 @@ async fn what_a_create_costs_by_what_acknowledges_it() {
         aliases.0,
         aliases.1,
         ratio(aliases),
-    );
-    assert!(
-        each.0 > local.0,
-        "waiting for every region ({:?}) cannot be cheaper than for one ({:?})",
-        each.0,
-        local.0
     );
     assert!(
         aliases.0 > local.0,

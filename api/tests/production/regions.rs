@@ -373,7 +373,11 @@ async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it()
         if status == StatusCode::OK {
             break body;
         }
-        assert_eq!(body["changes"], "catching_up", "{body}");
+        // Not ready for want of the changes, unless the store's probe was
+        // slow on this loaded machine.
+        if body["storage"] == "ok" {
+            assert_eq!(body["changes"], "catching_up", "{body}");
+        }
         not_ready += 1;
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -408,12 +412,20 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     use crate::outage::{Load, p99};
     use shortener_testkit::stack::multi_region;
 
-    /// Brings the region back however the test ends.
+    /// Brings the region back if the test ends before it did (without
+    /// panicking again while a failed test unwinds).
     struct Revive(bool);
     impl Drop for Revive {
         fn drop(&mut self) {
             if !self.0 {
-                multi_region(&["revive", "us"]);
+                let script = shortener_testkit::repo().join("infra/multi-region");
+                match std::process::Command::new(&script)
+                    .args(["revive", "us"])
+                    .status()
+                {
+                    Ok(status) if status.success() => {}
+                    outcome => eprintln!("infra/multi-region revive us: {outcome:?}"),
+                }
             }
         }
     }
@@ -465,7 +477,7 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let lost_at = Instant::now();
     let us = deployment.apps.remove(1);
-    let revive = Revive(false);
+    let mut revive = Revive(false);
     tokio::task::spawn_blocking(|| multi_region(&["kill", "us"]))
         .await
         .expect("kill");
@@ -509,7 +521,7 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     tokio::task::spawn_blocking(|| multi_region(&["revive", "us"]))
         .await
         .expect("revive");
-    std::mem::forget(revive);
+    revive.0 = true;
     let dir = tempfile::tempdir().expect("temporary directory");
     let back = spawn_app_in(deployment.tiers[1].clone(), dir, |_| {}).await;
     crate::outage::eventually(Duration::from_secs(60), "us ready again", || async {

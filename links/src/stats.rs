@@ -67,11 +67,22 @@ pub struct TopEntry {
     pub clicks: u64,
 }
 
+/// All-time clicks made in one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionCounts {
+    pub region: String,
+    pub counts: Counts,
+}
+
 /// Click statistics of one link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClickStats {
     /// All-time totals.
     pub totals: Counts,
+    /// With several regions, the all-time totals by the region where the
+    /// clicks were made, every region named (zeros included); empty where
+    /// a store does not know regions.
+    pub by_region: Vec<RegionCounts>,
     /// One point per bucket in the query's range, zeros included.
     pub series: Vec<SeriesPoint>,
     /// Ranked per dimension over the days of the query's range.
@@ -123,6 +134,7 @@ impl ClickStats {
         }
         Self {
             totals,
+            by_region: Vec::new(),
             series,
             tops,
         }

@@ -447,6 +447,17 @@ async fn each_region_counts_its_own_clicks_and_every_region_sees_the_sum() {
         loop {
             let stats = store.click_stats(&code, &query).await.expect("stats");
             if stats.totals == expected {
+                // And by region: each wrote its own share.
+                let by_region: Vec<(&str, u64, u64)> = stats
+                    .by_region
+                    .iter()
+                    .map(|r| (r.region.as_str(), r.counts.clicks, r.counts.bot_clicks))
+                    .collect();
+                assert_eq!(
+                    by_region,
+                    [("eu", 10, 0), ("us", 20, 1), ("ap", 30, 2)],
+                    "clicks by region read in {name}"
+                );
                 break;
             }
             assert!(

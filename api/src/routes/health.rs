@@ -36,6 +36,11 @@ pub struct Readiness {
     /// ready: its caches may hold links changed meanwhile).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<&'static str>,
+    /// With several regions: the region that answered, so that whoever
+    /// reaches the service through a global load balancer can tell where
+    /// it landed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
@@ -72,6 +77,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         storage,
         accepting,
         changes: caught_up.map(|yes| if yes { "caught_up" } else { "catching_up" }),
+        region: state.changes.as_ref().map(|feed| feed.region().to_owned()),
     };
     if ready {
         HttpResponse::Ok().json(body)

@@ -20,6 +20,15 @@ pub struct SeriesPointBody {
     pub bot_clicks: u64,
 }
 
+/// All-time clicks made in one region.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionClicksBody {
+    #[schema(example = "eu")]
+    pub region: String,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TopEntryBody {
     pub value: String,
@@ -35,6 +44,11 @@ pub struct StatsBody {
     pub total_clicks: u64,
     /// All-time clicks by bots, crawlers and HTTP tools.
     pub bot_clicks: u64,
+    /// In a deployment of several regions, the all-time totals by the
+    /// region where the clicks were made, every region listed; absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionClicksBody>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     #[schema(example = "day")]
@@ -101,6 +115,15 @@ fn body(code: &Code, query: &StatsQuery, mut stats: ClickStats) -> StatsBody {
         code: code.to_string(),
         total_clicks: stats.totals.clicks,
         bot_clicks: stats.totals.bot_clicks,
+        regions: stats
+            .by_region
+            .into_iter()
+            .map(|r| RegionClicksBody {
+                region: r.region,
+                clicks: r.counts.clicks,
+                bot_clicks: r.counts.bot_clicks,
+            })
+            .collect(),
         from: query.from,
         to: query.to,
         granularity: query.granularity.as_str(),

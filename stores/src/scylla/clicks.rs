@@ -6,14 +6,17 @@ use scylla::{
     deserialize::value::DeserializeValue, statement::prepared::PreparedStatement, value::Counter,
 };
 
+use std::collections::BTreeMap;
+
 use super::{
     ClickCounts, Failure, PAGE_ROWS, ScyllaStore, TOP_DAYS_IN_FLIGHT, certainly_not_applied,
-    corrupt, from_execution,
+    corrupt, from_execution, ledger::SOURCES_PER_REGION,
 };
 use links::{
     clicks::{ClickBatch, ClickRow, Counts, Dimension},
     code::Code,
-    stats::{ClickStats, StatsQuery},
+    region::{RegionSlot, Regions},
+    stats::{ClickStats, RegionCounts, StatsQuery},
     storage::{StoreError, UnwrittenClicks},
 };
 
@@ -92,8 +95,19 @@ impl ScyllaStore {
         match self.click_counts {
             ClickCounts::Counters => {
                 let s = &self.statements;
+                let rows = self
+                    .read_totals::<(Option<Counter>, Option<Counter>)>(&s.select_totals, code)
+                    .await?;
+                let mut totals = Counts::default();
+                for (clicks, bots) in rows {
+                    totals.add(Counts {
+                        clicks: Counter::count(clicks),
+                        bot_clicks: Counter::count(bots),
+                    });
+                }
                 self.read_counts::<Counter>(
-                    [&s.select_totals, &s.select_buckets, &s.select_tops],
+                    [&s.select_buckets, &s.select_tops],
+                    totals,
                     code,
                     query,
                 )
@@ -101,43 +115,66 @@ impl ScyllaStore {
             }
             ClickCounts::Ledger => {
                 let s = &self.statements.ledger;
-                self.read_counts::<i64>(
-                    [&s.select_totals, &s.select_buckets, &s.select_tops],
-                    code,
-                    query,
-                )
-                .await
+                let rows = self
+                    .read_totals::<(i32, Option<i64>, Option<i64>)>(&s.select_totals, code)
+                    .await?;
+                let by_source: Vec<(i32, Counts)> = rows
+                    .into_iter()
+                    .map(|(source, clicks, bots)| {
+                        let counts = Counts {
+                            clicks: i64::count(clicks),
+                            bot_clicks: i64::count(bots),
+                        };
+                        (source, counts)
+                    })
+                    .collect();
+                let mut totals = Counts::default();
+                for (_, counts) in &by_source {
+                    totals.add(*counts);
+                }
+                let mut stats = self
+                    .read_counts::<i64>([&s.select_buckets, &s.select_tops], totals, code, query)
+                    .await?;
+                if let Some(topology) = &self.topology {
+                    stats.by_region = by_region(&topology.regions, &by_source);
+                }
+                Ok(stats)
             }
         }
     }
 
-    /// The stats of one link from a totals, a buckets and a tops statement
-    /// whose count columns are of type `C`. Rows with the same key (the
-    /// ledger's sources) add up.
+    /// A link's totals rows (one per source in the ledger).
+    async fn read_totals<R>(
+        &self,
+        statement: &PreparedStatement,
+        code: &Code,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let result = self
+            .execute(statement, (code.as_str(),))
+            .await
+            .map_err(from_execution)?;
+        result
+            .into_rows_result()
+            .map_err(corrupt)?
+            .rows::<R>()
+            .map_err(corrupt)?
+            .map(|row| row.map_err(corrupt))
+            .collect()
+    }
+
+    /// The stats of one link with these totals, from a buckets and a tops
+    /// statement whose count columns are of type `C`. Rows with the same
+    /// key (the ledger's sources) add up.
     async fn read_counts<C: CountCell>(
         &self,
-        [totals, buckets, tops]: [&PreparedStatement; 3],
+        [buckets, tops]: [&PreparedStatement; 2],
+        totals: Counts,
         code: &Code,
         query: &StatsQuery,
     ) -> Result<ClickStats, StoreError> {
-        let result = self
-            .execute(totals, (code.as_str(),))
-            .await
-            .map_err(from_execution)?;
-        let mut sum = Counts::default();
-        for row in result
-            .into_rows_result()
-            .map_err(corrupt)?
-            .rows::<(Option<C>, Option<C>)>()
-            .map_err(corrupt)?
-        {
-            let (clicks, bots) = row.map_err(corrupt)?;
-            sum.add(Counts {
-                clicks: C::count(clicks),
-                bot_clicks: C::count(bots),
-            });
-        }
-
         let (first, end) = query.bucket_range();
         let mut bucket_statement = buckets.clone();
         bucket_statement.set_page_size(PAGE_ROWS);
@@ -192,11 +229,34 @@ impl ScyllaStore {
             .filter_map(|(dimension, value, clicks)| {
                 Dimension::parse(&dimension).map(|d| (d, value, C::count(clicks)))
             });
-        Ok(ClickStats::assemble(query, sum, buckets, tops))
+        Ok(ClickStats::assemble(query, totals, buckets, tops))
     }
 }
 
 /// A count column: a counter (in-process counts) or a bigint (the ledger).
+/// The ledger's totals by source, summed by the region that counted them
+/// (a source is its region's slot × 2¹⁶ plus a partition): every region
+/// named, in slot order; a slot no region has now is named by its number.
+fn by_region(regions: &Regions, by_source: &[(i32, Counts)]) -> Vec<RegionCounts> {
+    let mut sums: BTreeMap<u64, Counts> = regions
+        .all()
+        .iter()
+        .map(|r| (r.slot.get(), Counts::default()))
+        .collect();
+    for (source, counts) in by_source {
+        let slot = u64::try_from(source.div_euclid(SOURCES_PER_REGION)).unwrap_or(u64::MAX);
+        sums.entry(slot).or_default().add(*counts);
+    }
+    sums.into_iter()
+        .map(|(slot, counts)| RegionCounts {
+            region: RegionSlot::new(slot)
+                .and_then(|slot| regions.by_slot(slot))
+                .map_or_else(|| format!("slot {slot}"), |r| r.name.clone()),
+            counts,
+        })
+        .collect()
+}
+
 trait CountCell: for<'f, 'm> DeserializeValue<'f, 'm> + Send {
     fn count(cell: Option<Self>) -> u64;
 }
@@ -215,4 +275,40 @@ impl CountCell for i64 {
 
 fn counter(n: u64) -> Counter {
     Counter(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(clicks: u64, bot_clicks: u64) -> Counts {
+        Counts { clicks, bot_clicks }
+    }
+
+    #[test]
+    fn ledger_sources_add_up_by_the_region_that_counted_them() {
+        let regions = Regions::parse("eu:0:dc_eu,us:1:dc_us,ap:2:dc_ap", "us").expect("valid");
+        let region = |slot: i32, partition: i32| slot * SOURCES_PER_REGION + partition;
+        let sums = by_region(
+            &regions,
+            &[
+                (region(0, 0), counts(1, 0)),
+                (region(0, 7), counts(2, 1)),
+                (region(2, SOURCES_PER_REGION - 1), counts(5, 0)),
+                // A slot no region has now: a region removed since.
+                (region(9, 0), counts(4, 4)),
+            ],
+        );
+        let named: Vec<(&str, Counts)> =
+            sums.iter().map(|r| (r.region.as_str(), r.counts)).collect();
+        assert_eq!(
+            named,
+            [
+                ("eu", counts(3, 1)),
+                ("us", counts(0, 0)),
+                ("ap", counts(5, 0)),
+                ("slot 9", counts(4, 4)),
+            ]
+        );
+    }
 }

@@ -71,7 +71,7 @@ fn to_u64(n: Option<i64>) -> u64 {
 }
 
 /// Partitions per region in the ledger's `source` key.
-const SOURCES_PER_REGION: i32 = 1 << 16;
+pub(super) const SOURCES_PER_REGION: i32 = 1 << 16;
 
 impl ScyllaStore {
     /// A partition of this region's clicks topic as the ledger keys it.

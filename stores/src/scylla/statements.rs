@@ -289,7 +289,8 @@ impl Statements {
             .await?,
             ledger: LedgerStatements {
                 select_totals: prepare(
-                    "SELECT clicks, bot_clicks FROM click_ledger_totals WHERE code = ?".into(),
+                    "SELECT source, clicks, bot_clicks FROM click_ledger_totals WHERE code = ?"
+                        .into(),
                     true,
                     None,
                 )

@@ -310,7 +310,15 @@ impl ScyllaStore {
     /// write tried again (the same row: applying twice cannot happen).
     async fn insert_if_absent(&self, link: &Link, values: RowValues<'_>) -> Result<(), StoreError> {
         let mut last = None;
+        // Another attempt helps where writers contend; where the other
+        // datacenters do not answer (a partition not yet noticed), it only
+        // makes the client wait: none begins once the request timeout has
+        // passed.
+        let started = std::time::Instant::now();
         for attempt in 0..ALIAS_ATTEMPTS {
+            if attempt > 0 && started.elapsed() >= self.request_timeout {
+                break;
+            }
             match self
                 .execute(&self.statements.insert_link_if_absent, values)
                 .await

@@ -93,14 +93,22 @@ pub struct Load {
 
 impl Load {
     pub fn start(app: &TestApp, codes: &[String], concurrency: usize) -> Self {
+        Self::at(&app.address, codes, concurrency)
+    }
+
+    /// The same load, sent to `base` (a load balancer in front of
+    /// instances).
+    pub fn at(base: &str, codes: &[String], concurrency: usize) -> Self {
         let stop = CancellationToken::new();
         let codes = Arc::new(codes.to_vec());
         let workers = (0..concurrency)
             .map(|_| {
-                let (stop, codes, base) = (stop.clone(), codes.clone(), app.address.clone());
+                let (stop, codes, base) = (stop.clone(), codes.clone(), base.to_owned());
                 tokio::spawn(async move {
                     let client = Client::builder()
                         .redirect(Policy::none())
+                        // A request that hangs is a failed one, not a hung test.
+                        .timeout(Duration::from_secs(10))
                         .build()
                         .expect("client");
                     let mut samples = Vec::new();

@@ -401,34 +401,49 @@ async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it()
     }
 }
 
-/// A region lost whole (its datacenter's node and its Kafka SIGKILLed, its
-/// instance and worker gone) under load from clients of the two others:
-/// they keep answering every request, links made in the lost region before
-/// its loss still redirect there, and it serves again once revived, with
-/// no step but starting it; the clicks its Kafka held uncounted are
-/// counted then, once.
+/// Runs `infra/multi-region` with its arguments when dropped, unless
+/// disarmed: brings the simulation back whole if a test ends before it did
+/// (without panicking again while a failed test unwinds).
+struct Undo {
+    args: [&'static str; 2],
+    armed: bool,
+}
+
+impl Undo {
+    fn new(args: [&'static str; 2]) -> Self {
+        Self { args, armed: true }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.armed {
+            let script = shortener_testkit::repo().join("infra/multi-region");
+            match std::process::Command::new(&script).args(self.args).status() {
+                Ok(status) if status.success() => {}
+                outcome => eprintln!("infra/multi-region {:?}: {outcome:?}", self.args),
+            }
+        }
+    }
+}
+
+/// A region lost whole (its load balancer, its datacenter's node and its
+/// Kafka SIGKILLed, its instance and worker gone) under load from clients
+/// of all three, each entering through their edge: the two others keep
+/// answering every request, the lost region's clients land in the nearest
+/// region left (how long, and what failed meanwhile, is printed), links
+/// made in the lost region before its loss still redirect elsewhere, and
+/// it serves again once revived, its clients back, with no step but
+/// starting it; the clicks its Kafka held uncounted are counted then,
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     use crate::outage::{Load, p99};
     use shortener_testkit::stack::multi_region;
-
-    /// Brings the region back if the test ends before it did (without
-    /// panicking again while a failed test unwinds).
-    struct Revive(bool);
-    impl Drop for Revive {
-        fn drop(&mut self) {
-            if !self.0 {
-                let script = shortener_testkit::repo().join("infra/multi-region");
-                match std::process::Command::new(&script)
-                    .args(["revive", "us"])
-                    .status()
-                {
-                    Ok(status) if status.success() => {}
-                    outcome => eprintln!("infra/multi-region revive us: {outcome:?}"),
-                }
-            }
-        }
-    }
 
     let _serial = one_at_a_time().await;
     let mut deployment = three_regions().await;
@@ -470,18 +485,39 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
         assert_eq!(response.status(), StatusCode::FOUND);
         *truth.entry(code.clone()).or_default() += 1;
     }
-    let [eu, _, ap] = &deployment.apps[..] else {
-        unreachable!("three regions")
-    };
-    let loads = [Load::start(eu, &served, 2), Load::start(ap, &served, 2)];
+    // Each region's instance behind its region's load balancer, and each
+    // region's clients at their way in, served by their own region.
+    for (name, app) in REGIONS.into_iter().zip(&deployment.apps) {
+        register(name, app).await;
+    }
+    let client = reqwest::Client::new();
+    for (i, name) in REGIONS.into_iter().enumerate() {
+        crate::outage::eventually(
+            Duration::from_secs(30),
+            "each region's clients served by their region",
+            || async { serving(&client, i).await.as_deref() == Some(name) },
+        )
+        .await;
+    }
+    let loads: Vec<Load> = (0..REGIONS.len())
+        .map(|i| Load::at(&entry(i), &served, 2))
+        .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let lost_at = Instant::now();
     let us = deployment.apps.remove(1);
-    let mut revive = Revive(false);
+    let mut revive = Undo::new(["revive", "us"]);
     tokio::task::spawn_blocking(|| multi_region(&["kill", "us"]))
         .await
         .expect("kill");
     us.stop().await;
+    // us's clients land in the nearest region left, eu.
+    crate::outage::eventually(
+        Duration::from_secs(30),
+        "us's clients served by eu",
+        || async { serving(&client, 1).await.as_deref() == Some("eu") },
+    )
+    .await;
+    let failed_over = lost_at.elapsed();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let [eu, ap] = &deployment.apps[..] else {
         unreachable!("two regions left")
@@ -498,37 +534,89 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
             *truth.entry(code.clone()).or_default() += 1;
         }
     }
-    // Creates go on in the regions left.
+    // Creates go on in the regions left, us's clients' among them.
     let (fresh, _) = eu.shorten("https://example.com/while-us-was-away").await;
     assert_eq!(
         ap.get(&format!("/{fresh}")).await.status(),
         StatusCode::FOUND
     );
+    let elsewhere = client
+        .post(format!("{}/api/v1/links", entry(1)))
+        .json(&json!({ "url": "https://example.com/made-by-us-clients-elsewhere" }))
+        .send()
+        .await
+        .expect("create at us's clients' way in");
+    assert_eq!(elsewhere.status(), StatusCode::CREATED);
     let ended = Instant::now();
-    for (region, load) in ["eu", "ap"].into_iter().zip(loads) {
+    for (region, load) in REGIONS.into_iter().zip(loads) {
         let samples = load.finish().await;
-        let failed = samples.iter().filter(|s| !s.ok).count();
         let first = samples.first().expect("samples").at;
+        let failed: Vec<&crate::outage::Sample> = samples.iter().filter(|s| !s.ok).collect();
+        let after = samples
+            .iter()
+            .filter(|s| s.at >= lost_at + failed_over && s.at < ended)
+            .count();
         println!(
-            "{region}: {} redirects, {failed} failed; p99 before the loss {:?}, after {:?}",
+            "{region}'s clients: {} redirects, {} failed; p99 before the loss {:?}, after ({after} redirects) {:?}",
             samples.len(),
+            failed.len(),
             p99(&samples, first, lost_at),
-            p99(&samples, lost_at, ended)
+            (after >= 100).then(|| p99(&samples, lost_at + failed_over, ended))
         );
-        assert_eq!(failed, 0, "{region}: requests failed while us was lost");
+        if region == "us" {
+            // The failover: what failed, and for how long it lasted.
+            if let (Some(a), Some(b)) = (failed.first(), failed.last()) {
+                println!(
+                    "us's clients: failures from {:?} to {:?} after the loss",
+                    a.at.saturating_duration_since(lost_at),
+                    (b.at + b.latency).saturating_duration_since(lost_at)
+                );
+            }
+            println!("us's clients: served by eu {failed_over:?} after the loss");
+            let last = samples
+                .iter()
+                .filter(|s| s.at >= ended - Duration::from_secs(5));
+            assert!(
+                last.clone().count() > 0 && last.clone().all(|s| s.ok),
+                "us's clients are served again"
+            );
+        } else {
+            assert!(
+                failed.is_empty(),
+                "{region}: requests failed while us was lost"
+            );
+        }
     }
     let started = Instant::now();
     tokio::task::spawn_blocking(|| multi_region(&["revive", "us"]))
         .await
         .expect("revive");
-    revive.0 = true;
+    revive.disarm();
     let dir = tempfile::tempdir().expect("temporary directory");
     let back = spawn_app_in(deployment.tiers[1].clone(), dir, |_| {}).await;
+    // us's clients, still served by eu, while us comes back behind its
+    // load balancer.
+    let returning = Load::at(&entry(1), &served, 2);
+    register("us", &back).await;
     crate::outage::eventually(Duration::from_secs(60), "us ready again", || async {
         back.get("/readyz").await.status() == StatusCode::OK
     })
     .await;
     println!("us revived and ready after {:?}", started.elapsed());
+    let failback = crate::outage::eventually(
+        Duration::from_secs(30),
+        "us's clients served by us again",
+        || async { serving(&client, 1).await.as_deref() == Some("us") },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let samples = returning.finish().await;
+    let failed = samples.iter().filter(|s| !s.ok).count();
+    println!(
+        "us's clients: served by us again {failback:?} after it was ready; {} redirects while it came back, {failed} failed",
+        samples.len()
+    );
+    assert_eq!(failed, 0, "requests failed while us came back");
     for code in us_made.iter().chain(served.iter()).chain([&fresh]) {
         assert_eq!(
             back.get(&format!("/{code}")).await.status(),
@@ -579,6 +667,265 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     }
 }
 
+/// Where the clients of region `i` enter (`infra/multi-region`'s edge):
+/// their region's load balancer while it is healthy, else the nearest
+/// healthy region's.
+fn entry(i: usize) -> String {
+    format!("http://127.0.{}.3:8080", i + 1)
+}
+
+/// Puts `app` behind its region's load balancer, alone, as a deployment
+/// registers its tasks with its target group.
+async fn register(region: &'static str, app: &TestApp) {
+    let target = app.address.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        shortener_testkit::stack::multi_region(&["targets", region, &target]);
+    })
+    .await
+    .expect("targets");
+}
+
+/// The region that answers the clients of region `i` now, by the
+/// `/readyz` they reach; None while nothing ready answers.
+async fn serving(client: &reqwest::Client, i: usize) -> Option<String> {
+    let response = client
+        .get(format!("{}/readyz", entry(i)))
+        .send()
+        .await
+        .ok()?;
+    if response.status() != StatusCode::OK {
+        return None;
+    }
+    let body: Value = response.json().await.ok()?;
+    body["region"].as_str().map(str::to_owned)
+}
+
+/// A region cut off from the others (both ways, its servers and its
+/// instance) while its clients still reach it: it goes on serving what it
+/// has, makes generated codes of its own, and refuses alias creates fast
+/// (503) once its node knows the others are gone; the others go on too.
+/// After healing, every region has every link made on either side, and the
+/// change made elsewhere during the partition reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
+    use crate::helpers::ApiProcess;
+    use shortener_testkit::stack::multi_region;
+
+    let _serial = one_at_a_time().await;
+    let mut deployment = three_regions().await;
+    // us is served by an instance of its own process, which the partition
+    // puts on its side.
+    deployment.apps.remove(1).stop().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let us = ApiProcess::start(dir.path(), &deployment.tiers[1], &[]).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let in_us = |path: String| client.get(format!("{}{path}", us.address)).send();
+    let create_in_us = |body: Value| {
+        client
+            .post(format!("{}/api/v1/links", us.address))
+            .json(&body)
+            .send()
+    };
+    crate::outage::eventually(Duration::from_secs(60), "us's instance ready", || async {
+        in_us("/readyz".into())
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    let [eu, ap] = &deployment.apps[..] else {
+        unreachable!("two in-process regions")
+    };
+    // Links of every region, followed in us (cached there); links of us
+    // never followed (in its datacenter only).
+    let mut cached = Vec::new();
+    for (i, app) in [eu, ap].into_iter().enumerate() {
+        for n in 0..10 {
+            cached.push(app.shorten(&format!("https://example.com/p/{i}/{n}")).await);
+        }
+    }
+    let mut local = Vec::new();
+    for n in 0..10 {
+        let created = create_in_us(json!({ "url": format!("https://example.com/p/us/{n}") }))
+            .await
+            .expect("create in us");
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let body: Value = created.json().await.expect("body");
+        local.push(body["code"].as_str().expect("code").to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (code, _) in &cached {
+        let status = in_us(format!("/{code}")).await.expect("follow").status();
+        assert_eq!(status, StatusCode::FOUND, "{code} in us");
+    }
+
+    let mut heal = Undo::new(["heal", "us"]);
+    let pid = us.pid().to_string();
+    tokio::task::spawn_blocking(move || multi_region(&["partition", "us", &pid]))
+        .await
+        .expect("partition");
+    let cut = Instant::now();
+    // An alias create in us needs a majority of all datacenters: it fails,
+    // with 503, and fast once us's node has seen the others go (gossip).
+    let mut slow = Vec::new();
+    let fast = loop {
+        let started = Instant::now();
+        let response = create_in_us(json!({
+            "url": "https://example.com/p/alias",
+            "alias": format!("cut-{}", rand::random::<u32>()),
+        }))
+        .await
+        .expect("alias create in us");
+        let took = started.elapsed();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "an alias create in a partitioned region"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        if took < Duration::from_secs(1) {
+            break took;
+        }
+        slow.push(took);
+        assert!(
+            cut.elapsed() < Duration::from_secs(90),
+            "alias creates in us still slow: {slow:?}"
+        );
+    };
+    println!(
+        "partitioned us: alias creates answered 503 in {slow:?} until its node saw the others go, \
+         then in {fast:?}, {:?} after the cut",
+        cut.elapsed()
+    );
+    // Cached and local reads go on in us, and generated creates.
+    for (code, _) in &cached {
+        let status = in_us(format!("/{code}")).await.expect("follow").status();
+        assert_eq!(status, StatusCode::FOUND, "{code}, cached in us");
+    }
+    for code in &local {
+        let status = in_us(format!("/{code}")).await.expect("follow").status();
+        assert_eq!(status, StatusCode::FOUND, "{code}, made in us");
+    }
+    let mut made_in_us = Vec::new();
+    for n in 0..50 {
+        let created = create_in_us(json!({ "url": format!("https://example.com/p/us-cut/{n}") }))
+            .await
+            .expect("create in us");
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let body: Value = created.json().await.expect("body");
+        made_in_us.push(body["code"].as_str().expect("code").to_owned());
+    }
+    // The other side goes on: creates, aliases (two datacenters of three
+    // are a majority), and a change to a link us has cached.
+    let mut made_in_eu = Vec::new();
+    for n in 0..50 {
+        made_in_eu.push(
+            eu.shorten(&format!("https://example.com/p/eu-cut/{n}"))
+                .await
+                .0,
+        );
+    }
+    let alias = format!("while-cut-{}", rand::random::<u32>());
+    eu.create_ok(json!({ "url": "https://example.com/p/eu-alias", "alias": alias }))
+        .await;
+    let (changed, token) = &cached[0];
+    let response = eu
+        .patch(
+            changed,
+            token,
+            json!({ "url": "https://example.com/p/changed" }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut all: Vec<&String> = made_in_us.iter().chain(&made_in_eu).chain(&local).collect();
+    all.extend(cached.iter().map(|(code, _)| code));
+    let distinct: std::collections::HashSet<&&String> = all.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "codes made on both sides collide"
+    );
+
+    tokio::task::spawn_blocking(|| multi_region(&["heal", "us"]))
+        .await
+        .expect("heal");
+    heal.disarm();
+    let healed = Instant::now();
+    // What is still missing, until nothing is.
+    let missing = || async {
+        let mut missing = Vec::new();
+        for code in made_in_us.iter().chain(&local) {
+            for (name, app) in [("eu", eu), ("ap", ap)] {
+                let status = app.get(&format!("/{code}")).await.status();
+                if !status.is_redirection() {
+                    missing.push(format!("{code} in {name}: {status}"));
+                }
+            }
+        }
+        for code in made_in_eu.iter().chain([&alias]) {
+            match in_us(format!("/{code}")).await {
+                Ok(r) if r.status().is_redirection() => {}
+                Ok(r) => missing.push(format!("{code} in us: {}", r.status())),
+                Err(e) => missing.push(format!("{code} in us: {e}")),
+            }
+        }
+        let location = in_us(format!("/{changed}")).await.ok().and_then(|r| {
+            r.headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned)
+        });
+        if location.as_deref() != Some("https://example.com/p/changed") {
+            missing.push(format!("the change in us: {location:?}"));
+        }
+        missing
+    };
+    let took = loop {
+        let left = missing().await;
+        if left.is_empty() {
+            break healed.elapsed();
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(120),
+            "not converged 120 s after healing; {} missing, among them {:?}",
+            left.len(),
+            &left[..left.len().min(8)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "healed: every region had the {} links made on both sides, and us the change, after {took:?}",
+        made_in_us.len() + made_in_eu.len() + 1
+    );
+    // And us makes aliases again.
+    crate::outage::eventually(
+        Duration::from_secs(60),
+        "alias creates in us again",
+        || async {
+            create_in_us(json!({
+                "url": "https://example.com/p/healed",
+                "alias": format!("healed-{}", rand::random::<u32>()),
+            }))
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::CREATED)
+        },
+    )
+    .await;
+    println!(
+        "us made an alias again {:?} after healing",
+        healed.elapsed()
+    );
+    for app in deployment.apps {
+        app.stop().await;
+    }
+}
+
 /// A region's worker, as a process: it counts the clicks of its region's
 /// Kafka into the shared ledger. Killed when dropped.
 fn region_worker(keyspace: &str, name: &str, logs: &std::path::Path) -> tokio::process::Child {
@@ -622,18 +969,43 @@ fn region_worker(keyspace: &str, name: &str, logs: &std::path::Path) -> tokio::p
 
 /// Every click a region's stats API shows for `code`, people and bots.
 async fn counted(app: &TestApp, code: &str) -> u64 {
+    by_region(app, code).await.iter().sum()
+}
+
+/// A link's clicks (people's and bots') by the region where they were
+/// made, in [`REGIONS`]' order, as a region's stats API tells them; their
+/// sum is the total it tells.
+async fn by_region(app: &TestApp, code: &str) -> [u64; 3] {
     let stats: Value = app
         .get(&format!("/api/v1/links/{code}/stats"))
         .await
         .json()
         .await
         .expect("stats");
-    stats["total_clicks"].as_u64().expect("total") + stats["bot_clicks"].as_u64().expect("bots")
+    let total = stats["total_clicks"].as_u64().expect("total")
+        + stats["bot_clicks"].as_u64().expect("bots");
+    let regions = stats["regions"].as_array().expect("clicks by region");
+    let named: Vec<&str> = regions
+        .iter()
+        .map(|r| r["region"].as_str().expect("region"))
+        .collect();
+    assert_eq!(named, REGIONS, "every region, in slot order");
+    let counts: Vec<u64> = regions
+        .iter()
+        .map(|r| r["clicks"].as_u64().expect("clicks") + r["bot_clicks"].as_u64().expect("bots"))
+        .collect();
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        total,
+        "{code}: regions add up to the total"
+    );
+    [counts[0], counts[1], counts[2]]
 }
 
 /// 10,000 redirects in each region, of links made in all three, counted by
 /// each region's own worker from its own Kafka: every region's stats API
-/// shows every link's exact total.
+/// shows every link's exact total, and how many of its clicks each region
+/// saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_in_every_region_add_up_in_every_region() {
     const PER_REGION: usize = 10_000;
@@ -655,8 +1027,9 @@ async fn clicks_in_every_region_add_up_in_every_region() {
             codes.push(code);
         }
     }
-    let mut truth: HashMap<String, u64> = HashMap::new();
-    for app in apps {
+    // Each link's clicks by the region they were made in.
+    let mut truth: HashMap<String, [u64; 3]> = HashMap::new();
+    for (region, app) in apps.iter().enumerate() {
         let picks: Vec<&String> = (0..PER_REGION)
             .map(|_| &codes[rand::random_range(0..codes.len())])
             .collect();
@@ -669,18 +1042,21 @@ async fn clicks_in_every_region_add_up_in_every_region() {
             .await;
             for (code, response) in chunk.iter().zip(statuses) {
                 assert_eq!(response.status(), StatusCode::FOUND, "{code}");
-                *truth.entry((*code).clone()).or_default() += 1;
+                truth.entry((*code).clone()).or_default()[region] += 1;
             }
         }
     }
-    assert_eq!(truth.values().sum::<u64>(), (3 * PER_REGION) as u64);
+    assert_eq!(
+        truth.values().flatten().sum::<u64>(),
+        (3 * PER_REGION) as u64
+    );
     let took = crate::outage::eventually(
         Duration::from_secs(120),
-        "every region's stats show every click",
+        "every region's stats show every click, by region",
         || async {
             for app in apps {
                 for (code, n) in &truth {
-                    if counted(app, code).await != *n {
+                    if by_region(app, code).await != *n {
                         return false;
                     }
                 }
@@ -690,14 +1066,14 @@ async fn clicks_in_every_region_add_up_in_every_region() {
     )
     .await;
     println!(
-        "{} redirects in three regions counted exactly in every region's stats {took:?} after the last",
+        "{} redirects in three regions counted exactly, by region of click, in every region's stats {took:?} after the last",
         3 * PER_REGION
     );
     // And no more later: exactly once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for app in apps {
         for (code, n) in &truth {
-            assert_eq!(counted(app, code).await, *n, "{code}");
+            assert_eq!(by_region(app, code).await, *n, "{code}");
         }
     }
     for app in deployment.apps {

@@ -104,13 +104,13 @@ impl ChangeFeed {
         })
     }
 
-    /// Whether the listener has read every change the topics held when it
-    /// started.
     /// The region this instance serves.
     pub fn region(&self) -> &str {
         &self.region
     }
 
+    /// Whether the listener has read every change the topics held when it
+    /// started.
     pub fn caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)
     }

@@ -490,7 +490,11 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     for (name, app) in REGIONS.into_iter().zip(&deployment.apps) {
         register(name, app).await;
     }
-    let client = reqwest::Client::new();
+    // A check that hangs fails, rather than hanging the test.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
     for (i, name) in REGIONS.into_iter().enumerate() {
         crate::outage::eventually(
             Duration::from_secs(30),

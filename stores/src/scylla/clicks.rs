@@ -233,7 +233,6 @@ impl ScyllaStore {
     }
 }
 
-/// A count column: a counter (in-process counts) or a bigint (the ledger).
 /// The ledger's totals by source, summed by the region that counted them
 /// (a source is its region's slot × 2¹⁶ plus a partition): every region
 /// named, in slot order; a slot no region has now is named by its number.
@@ -257,6 +256,7 @@ fn by_region(regions: &Regions, by_source: &[(i32, Counts)]) -> Vec<RegionCounts
         .collect()
 }
 
+/// A count column: a counter (in-process counts) or a bigint (the ledger).
 trait CountCell: for<'f, 'm> DeserializeValue<'f, 'm> + Send {
     fn count(cell: Option<Self>) -> u64;
 }

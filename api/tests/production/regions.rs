@@ -753,14 +753,19 @@ async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
             cached.push(app.shorten(&format!("https://example.com/p/{i}/{n}")).await);
         }
     }
+    // A generated create in us, asserting 201; its code.
+    let shorten_in_us = |url: String| {
+        let created = create_in_us(json!({ "url": url }));
+        async move {
+            let created = created.await.expect("create in us");
+            assert_eq!(created.status(), StatusCode::CREATED);
+            let body: Value = created.json().await.expect("body");
+            body["code"].as_str().expect("code").to_owned()
+        }
+    };
     let mut local = Vec::new();
     for n in 0..10 {
-        let created = create_in_us(json!({ "url": format!("https://example.com/p/us/{n}") }))
-            .await
-            .expect("create in us");
-        assert_eq!(created.status(), StatusCode::CREATED);
-        let body: Value = created.json().await.expect("body");
-        local.push(body["code"].as_str().expect("code").to_owned());
+        local.push(shorten_in_us(format!("https://example.com/p/us/{n}")).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (code, _) in &cached {
@@ -820,12 +825,7 @@ async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
     }
     let mut made_in_us = Vec::new();
     for n in 0..50 {
-        let created = create_in_us(json!({ "url": format!("https://example.com/p/us-cut/{n}") }))
-            .await
-            .expect("create in us");
-        assert_eq!(created.status(), StatusCode::CREATED);
-        let body: Value = created.json().await.expect("body");
-        made_in_us.push(body["code"].as_str().expect("code").to_owned());
+        made_in_us.push(shorten_in_us(format!("https://example.com/p/us-cut/{n}")).await);
     }
     // The other side goes on: creates, aliases (two datacenters of three
     // are a majority), and a change to a link us has cached.

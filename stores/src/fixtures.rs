@@ -91,6 +91,17 @@ impl Drop for DropKeyspace {
     }
 }
 
+/// A count for a test that has a quick variant, run by default and in CI,
+/// and a long one with the counts its acceptance names, run by
+/// `infra/test --long` (which sets `SHORTENER_TEST_LONG=1`).
+pub fn scaled(quick: usize, long: usize) -> usize {
+    match std::env::var("SHORTENER_TEST_LONG").as_deref() {
+        Ok("1") => long,
+        Ok("0") | Ok("") | Err(_) => quick,
+        Ok(other) => panic!("SHORTENER_TEST_LONG={other}: use 1 or 0"),
+    }
+}
+
 /// The regions of `infra/multi-region`, as `region.all` names them.
 pub const TEST_REGIONS: &str = "eu:0:dc_eu,us:1:dc_us,ap:2:dc_ap";
 

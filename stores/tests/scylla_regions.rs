@@ -20,7 +20,7 @@ use scylla::{
     policies::load_balancing::DefaultPolicy,
 };
 use stores::{
-    fixtures::{DropRegionKeyspace, region_test_node, region_test_options},
+    fixtures::{DropRegionKeyspace, region_test_node, region_test_options, scaled},
     scylla::{Consistency, ScyllaOptions, ScyllaStore, migrate},
 };
 
@@ -122,21 +122,22 @@ async fn paxos_partitions(region: &str, keyspace: &str, table: &str) -> HashSet<
         .collect()
 }
 
-/// 1,000 generated creates in each region at once: all distinct, each
+/// 10,000 generated creates (1,000 in the quick run) in each region at
+/// once: all distinct, each
 /// decoding to its own region, and not one consensus round outside the
 /// creating region's datacenter (no Paxos state on any node for the links,
 /// and each node's only for its own region's id row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_codes_stay_in_their_region_and_never_collide() {
-    const PER_REGION: usize = 1000;
+    let per_region = scaled(1_000, 10_000);
     let (instances, guard, _) = three_regions().await;
     let mut tasks = Vec::new();
     for instance in &instances {
         let codes = instance.codes.clone();
         tasks.push(tokio::spawn(async move {
-            let mut made = Vec::with_capacity(PER_REGION);
-            let mut took = Vec::with_capacity(PER_REGION);
-            for _ in 0..PER_REGION {
+            let mut made = Vec::with_capacity(per_region);
+            let mut took = Vec::with_capacity(per_region);
+            for _ in 0..per_region {
                 let started = Instant::now();
                 let link = codes.insert(None, link_of).await.expect("create");
                 took.push(started.elapsed());
@@ -171,7 +172,7 @@ async fn generated_codes_stay_in_their_region_and_never_collide() {
             took[took.len() * 99 / 100]
         );
     }
-    assert_eq!(all.len(), 3 * PER_REGION);
+    assert_eq!(all.len(), 3 * per_region);
 
     for instance in &instances {
         let region = instance.regions.local();

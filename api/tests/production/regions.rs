@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stores::fixtures::{DropRegionKeyspace, TEST_REGIONS, region_test_options};
+use stores::fixtures::{DropRegionKeyspace, TEST_REGIONS, region_test_options, scaled};
 
 use crate::{
     helpers::{TestApp, Tier, spawn_app_in},
@@ -90,19 +90,19 @@ async fn three_regions() -> Deployment {
 const ELSEWHERE: &str =
     r#"shortener_storage_operation_duration_seconds_count{operation="get_link_elsewhere"}"#;
 
-/// 1,000 links created in one region, each followed at once in the two
-/// others: every one redirects, none is a 404, whether the region had it
+/// 1,000 links (200 in the quick run) created in one region, each
+/// followed at once in the two others: every one redirects, none is a 404, whether the region had it
 /// already or asked its home region.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_made_in_one_region_redirects_at_once_in_the_others() {
-    const LINKS: usize = 1000;
+    let links = scaled(200, 1000);
     let _serial = one_at_a_time().await;
     let deployment = three_regions().await;
     let [eu, us, ap] = &deployment.apps[..] else {
         unreachable!("three regions")
     };
     // Ten creators at once, each following its link at once elsewhere.
-    let ids: Vec<usize> = (0..LINKS).collect();
+    let ids: Vec<usize> = (0..links).collect();
     let mut not_found = 0;
     for wave in ids.chunks(10) {
         let answers = join_all(wave.iter().map(|i| async move {
@@ -126,8 +126,8 @@ async fn a_link_made_in_one_region_redirects_at_once_in_the_others() {
     }
     let fallbacks = us.metric(ELSEWHERE).await + ap.metric(ELSEWHERE).await;
     println!(
-        "{LINKS} links followed in two other regions: {fallbacks} of {} follows asked the home region",
-        2 * LINKS
+        "{links} links followed in two other regions: {fallbacks} of {} follows asked the home region",
+        2 * links
     );
     assert_eq!(not_found, 0, "links made elsewhere answered 404");
     // An unknown code is unknown everywhere, after asking the others.
@@ -235,14 +235,14 @@ async fn until_everywhere(apps: &[TestApp], change: &Change, limit: Duration) ->
     took
 }
 
-/// 200 PATCHes and 200 DELETEs in random regions reach every region
-/// through Kafka and MirrorMaker 2: each region answers the new target (or
-/// 410) within moments, and once all do, none answers the old one again,
-/// though every region had it cached (in L1 and Redis) before the change.
-/// Changes run ten at a time.
+/// 200 PATCHes and 200 DELETEs (50 of each in the quick run) in random
+/// regions reach every region through Kafka and MirrorMaker 2: each region
+/// answers the new target (or 410) within moments, and once all do, none
+/// answers the old one again, though every region had it cached (in L1
+/// and Redis) before the change. Changes run ten at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_in_one_region_reaches_every_region() {
-    const LINKS: usize = 400;
+    let links = scaled(100, 400);
     const AT_ONCE: usize = 10;
     let _serial = one_at_a_time().await;
     let deployment = three_regions().await;
@@ -268,7 +268,7 @@ async fn a_change_in_one_region_reaches_every_region() {
     };
     until_everywhere(apps, &first, Duration::from_secs(120)).await;
 
-    let ids: Vec<usize> = (0..LINKS).collect();
+    let ids: Vec<usize> = (0..links).collect();
     let mut took = Vec::new();
     for wave in ids.chunks(AT_ONCE) {
         // Made in turn in each region, and cached in every region (L1,
@@ -319,7 +319,7 @@ async fn a_change_in_one_region_reaches_every_region() {
     };
     // Every change heard by the two other regions at least.
     assert!(
-        heard >= (2 * (LINKS + 1)) as f64,
+        heard >= (2 * (links + 1)) as f64,
         "only {heard} changes heard"
     );
     for app in deployment.apps {
@@ -1008,13 +1008,13 @@ async fn by_region(app: &TestApp, code: &str) -> [u64; 3] {
     [counts[0], counts[1], counts[2]]
 }
 
-/// 10,000 redirects in each region, of links made in all three, counted by
+/// 10,000 redirects (2,000 in the quick run) in each region, of links made in all three, counted by
 /// each region's own worker from its own Kafka: every region's stats API
 /// shows every link's exact total, and how many of its clicks each region
 /// saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_in_every_region_add_up_in_every_region() {
-    const PER_REGION: usize = 10_000;
+    let per_region = scaled(2_000, 10_000);
     let _serial = one_at_a_time().await;
     let deployment = three_regions().await;
     let apps = &deployment.apps;
@@ -1036,7 +1036,7 @@ async fn clicks_in_every_region_add_up_in_every_region() {
     // Each link's clicks by the region they were made in.
     let mut truth: HashMap<String, [u64; 3]> = HashMap::new();
     for (region, app) in apps.iter().enumerate() {
-        let picks: Vec<&String> = (0..PER_REGION)
+        let picks: Vec<&String> = (0..per_region)
             .map(|_| &codes[rand::random_range(0..codes.len())])
             .collect();
         for chunk in picks.chunks(50) {
@@ -1054,7 +1054,7 @@ async fn clicks_in_every_region_add_up_in_every_region() {
     }
     assert_eq!(
         truth.values().flatten().sum::<u64>(),
-        (3 * PER_REGION) as u64
+        (3 * per_region) as u64
     );
     let took = crate::outage::eventually(
         Duration::from_secs(120),
@@ -1073,7 +1073,7 @@ async fn clicks_in_every_region_add_up_in_every_region() {
     .await;
     println!(
         "{} redirects in three regions counted exactly, by region of click, in every region's stats {took:?} after the last",
-        3 * PER_REGION
+        3 * per_region
     );
     // And no more later: exactly once.
     tokio::time::sleep(Duration::from_secs(2)).await;

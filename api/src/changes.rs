@@ -20,14 +20,18 @@
 //! hold links changed elsewhere meanwhile, and only the fences of those
 //! changes keep it from serving them. Changes MirrorMaker 2 copies into
 //! that Kafka later (a region just back, whose copies are behind) are
-//! applied as they arrive, not waited for.
+//! applied as they arrive. To hear those too, a starting instance first
+//! waits (`events.kafka.mirror_wait` at most) until MirrorMaker 2 has
+//! copied into its Kafka a heartbeat sent after the instance started from
+//! every region whose changes it copies: the same flow carries both, so
+//! the copies of the changes are then about as current.
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use futures_util::StreamExt;
@@ -37,6 +41,7 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer, StreamConsumer},
     error::KafkaResult,
     producer::{FutureProducer, FutureRecord},
+    topic_partition_list::{Offset, TopicPartitionList},
     util::Timeout,
 };
 use serde::{Deserialize, Serialize};
@@ -60,6 +65,15 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
 const TOPIC_REFRESH: Duration = Duration::from_secs(5);
 /// Longest a look at the topics' ends may take before it is tried again.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// While catching up, how often the topics' ends are looked at again: a
+/// topic deleted (or deleted and made again) since the start must not be
+/// waited for.
+const ENDS_REFRESH: Duration = Duration::from_secs(5);
+/// Waits before listening again after the listener stopped by itself,
+/// doubling up to the second.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// A listener that ran this long before it stopped starts again at once.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// Produces this region's link changes, and knows whether this instance
 /// has heard every change made before it started.
@@ -193,6 +207,122 @@ fn ends_now(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, i32, i64)>> {
     Ok(ends)
 }
 
+/// MirrorMaker 2's heartbeats topic, and the name of its copies
+/// (`<region>.heartbeats`, its default replication policy).
+const HEARTBEATS: &str = "heartbeats";
+
+/// Each region whose changes this Kafka holds a copy of (`<region>.<topic>`)
+/// and whose heartbeats MirrorMaker 2 copies too, with the time (ms since
+/// the epoch) its newest heartbeat copied here was sent, if any. Blocking.
+fn mirrored_heartbeats(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, Option<i64>)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        // Read by assignment, never committed.
+        .set("group.id", "shortener-api-heartbeats")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+    let mut regions = Vec::new();
+    let mut newest = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        let Some(region) = topic
+            .name()
+            .strip_suffix(kafka.changes_topic.as_str())
+            .and_then(|rest| rest.strip_suffix('.'))
+            .filter(|_| is_changes_topic(topic.name(), &kafka.changes_topic))
+        else {
+            continue;
+        };
+        let heartbeats = format!("{region}.{HEARTBEATS}");
+        // A MirrorMaker 2 that sends no heartbeats leaves nothing to wait for.
+        let Some(copy) = metadata.topics().iter().find(|t| t.name() == heartbeats) else {
+            continue;
+        };
+        regions.push((region.to_owned(), None));
+        for partition in copy.partitions() {
+            let (low, high) =
+                consumer.fetch_watermarks(&heartbeats, partition.id(), METADATA_TIMEOUT)?;
+            if high > low {
+                newest.add_partition_offset(
+                    &heartbeats,
+                    partition.id(),
+                    Offset::Offset(high - 1),
+                )?;
+            }
+        }
+    }
+    if newest.count() == 0 {
+        return Ok(regions);
+    }
+    consumer.assign(&newest)?;
+    let mut unread = newest.count();
+    let deadline = Instant::now() + METADATA_TIMEOUT;
+    while unread > 0 && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        unread = unread.saturating_sub(1);
+        let Some(sent) = message.timestamp().to_millis() else {
+            continue;
+        };
+        let region = message.topic().strip_suffix(HEARTBEATS).unwrap_or_default();
+        for (name, newest) in &mut regions {
+            if region.strip_suffix('.') == Some(name.as_str()) {
+                *newest = Some(newest.map_or(sent, |n: i64| n.max(sent)));
+            }
+        }
+    }
+    Ok(regions)
+}
+
+/// Waits, `kafka.mirror_wait` at most, until every region's copied
+/// heartbeats include one sent after `since` (ms since the epoch). Returns
+/// false if `stop` came first.
+async fn wait_for_mirrors(kafka: &KafkaSettings, since: i64, stop: &CancellationToken) -> bool {
+    if kafka.mirror_wait.is_zero() {
+        return true;
+    }
+    let started = Instant::now();
+    let mut behind: Vec<String> = Vec::new();
+    loop {
+        let settings = kafka.clone();
+        match tokio::task::spawn_blocking(move || mirrored_heartbeats(&settings)).await {
+            Ok(Ok(regions)) => {
+                behind = regions
+                    .into_iter()
+                    .filter(|(_, sent)| sent.is_none_or(|sent| sent < since))
+                    .map(|(region, _)| region)
+                    .collect();
+                if behind.is_empty() {
+                    tracing::info!(took = ?started.elapsed(), "MirrorMaker 2's copies from every region are current");
+                    return true;
+                }
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "reading MirrorMaker 2's heartbeats"),
+            Err(error) => tracing::error!(%error, "reading MirrorMaker 2's heartbeats failed"),
+        }
+        if started.elapsed() >= kafka.mirror_wait {
+            tracing::warn!(
+                regions = ?behind,
+                waited = ?started.elapsed(),
+                "MirrorMaker 2's copies of these regions' link changes are not current; going on, and applying their changes as they are copied"
+            );
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = stop.cancelled() => return false,
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The partitions still to be read to their `ends`, given what was read.
 struct CatchUp {
     pending: Vec<(String, i32, i64)>,
@@ -233,6 +363,23 @@ impl CatchUp {
         self.finish_if_done();
     }
 
+    /// Where the topics end now: a partition gone since (its topic
+    /// deleted, or emptied by retention) is not waited for, and one that
+    /// ends earlier than it did (its topic deleted and made again) is read
+    /// to its new end.
+    fn refresh(&mut self, now: &[(String, i32, i64)]) {
+        self.pending.retain_mut(|(topic, partition, end)| {
+            match now.iter().find(|(t, p, _)| t == topic && p == partition) {
+                Some((_, _, now)) => {
+                    *end = (*end).min(*now);
+                    true
+                }
+                None => false,
+            }
+        });
+        self.finish_if_done();
+    }
+
     fn finish_if_done(&self) {
         if self.pending.is_empty() && !self.flag.swap(true, Ordering::AcqRel) {
             tracing::info!(
@@ -265,6 +412,11 @@ fn regex_escape(text: &str) -> String {
 /// every copy its region's Redis may hold from before it started, and a
 /// topic that appears later (a region added) is read whole. `caught_up`
 /// is raised once every change the topics held at the start is read.
+///
+/// A listener that stops by itself (its consumer could not be made or
+/// subscribed, or its stream ended) lowers `caught_up`, since changes made
+/// from then on are not applied, and starts again after a pause: the
+/// instance is ready again once the new listener has caught up.
 pub async fn listen(
     kafka: KafkaSettings,
     region: String,
@@ -273,6 +425,44 @@ pub async fn listen(
     caught_up: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
+    let (first, longest) = RESTART_BACKOFF;
+    let mut backoff = first;
+    loop {
+        let started = Instant::now();
+        let stopped = listen_once(&kafka, &region, &cache, &metrics, &caught_up, &stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        caught_up.store(false, Ordering::Release);
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = first;
+        }
+        tracing::error!(
+            reason = stopped,
+            again_in = ?backoff,
+            "stopped listening to link changes; not ready until listening again and caught up"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(longest);
+    }
+}
+
+/// One listener, from where the topics end now; returns why it stopped
+/// unless `stop` did it.
+async fn listen_once(
+    kafka: &KafkaSettings,
+    region: &str,
+    cache: &LinkCache,
+    metrics: &Metrics,
+    caught_up: &Arc<AtomicBool>,
+    stop: &CancellationToken,
+) -> String {
+    if !wait_for_mirrors(kafka, now_millis(), stop).await {
+        return String::new();
+    }
     // Where the topics end before listening: what must be read before
     // this instance serves from its caches. Until Kafka answers, it is not
     // ready.
@@ -287,10 +477,10 @@ pub async fn listen(
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return String::new(),
         }
     };
-    let mut catch_up = CatchUp::new(ends, caught_up);
+    let mut catch_up = CatchUp::new(ends, caught_up.clone());
     let group = format!("shortener-api-changes.{region}.{}", uuid::Uuid::now_v7());
     let consumer: StreamConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -304,24 +494,22 @@ pub async fn listen(
         .create()
     {
         Ok(consumer) => consumer,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen to other regions' link changes");
-            return;
-        }
+        Err(error) => return format!("cannot make a consumer: {error}"),
     };
     // This region's own topic too: a change commits to a majority of all
     // replicas, which need not include this region's, so its own instances
     // fence it as well.
     let pattern = mirrored_topics(&kafka.changes_topic);
     if let Err(error) = consumer.subscribe(&[kafka.changes_topic.as_str(), &pattern]) {
-        tracing::error!(%error, pattern, "cannot subscribe to other regions' link changes");
-        return;
+        return format!("cannot subscribe to {pattern}: {error}");
     }
     tracing::info!(pattern, "listening to other regions' link changes");
     let mut stream = consumer.stream();
     // A partition whose changes up to its end were all dropped by retention
     // meanwhile has no message left to read: its position tells.
     let mut positions = tokio::time::interval(Duration::from_secs(1));
+    let mut ends =
+        tokio::time::interval_at(tokio::time::Instant::now() + ENDS_REFRESH, ENDS_REFRESH);
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
@@ -335,9 +523,18 @@ pub async fn listen(
                 }
                 continue;
             }
-            () = stop.cancelled() => return,
+            _ = ends.tick(), if !catch_up.is_done() => {
+                let settings = kafka.clone();
+                if let Ok(Ok(now)) = tokio::task::spawn_blocking(move || ends_now(&settings)).await {
+                    catch_up.refresh(&now);
+                }
+                continue;
+            }
+            () = stop.cancelled() => return String::new(),
         };
-        let Some(message) = message else { return };
+        let Some(message) = message else {
+            return "the consumer's stream ended".to_owned();
+        };
         let message = match message {
             Ok(message) => message,
             Err(error) => {
@@ -406,6 +603,34 @@ mod tests {
         // Nothing to read: caught up at once.
         let flag = Arc::new(AtomicBool::new(false));
         CatchUp::new(Vec::new(), flag.clone());
+        assert!(flag.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_topic_gone_or_made_again_is_not_waited_for() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut catch_up = CatchUp::new(
+            vec![
+                ("t".into(), 0, 9),
+                ("eu.t".into(), 0, 4),
+                ("us.t".into(), 2, 7),
+            ],
+            flag.clone(),
+        );
+        // eu.t deleted; us.t deleted and made again, now ending at 2.
+        catch_up.refresh(&[("t".into(), 0, 12), ("us.t".into(), 2, 2)]);
+        assert_eq!(
+            catch_up.pending,
+            vec![("t".into(), 0, 9), ("us.t".into(), 2, 2)],
+            "what is still there is read to the earlier of its two ends"
+        );
+        catch_up.read("us.t", 2, 2);
+        catch_up.read("t", 0, 9);
+        assert!(flag.load(Ordering::Acquire));
+        // Every topic gone: nothing to wait for.
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut catch_up = CatchUp::new(vec![("t".into(), 0, 3)], flag.clone());
+        catch_up.refresh(&[]);
         assert!(flag.load(Ordering::Acquire));
     }
 

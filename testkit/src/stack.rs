@@ -49,29 +49,22 @@ pub fn state_dir() -> std::path::PathBuf {
 /// …), for tests that take the dev stack's servers down and back; panics
 /// if it fails. Blocking: call it from `spawn_blocking` in async tests.
 pub fn dev_stack(args: &[&str]) {
-    let script = crate::repo().join("infra/dev-stack");
-    let status = std::process::Command::new(&script)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "infra/dev-stack {args:?} failed: {status}"
-    );
+    run_script("infra/dev-stack", args);
 }
 
 /// Runs `infra/multi-region` with `args` (e.g. `kill us`), asserting it
 /// succeeded.
 pub fn multi_region(args: &[&str]) {
-    let script = crate::repo().join("infra/multi-region");
-    let status = std::process::Command::new(&script)
+    run_script("infra/multi-region", args);
+}
+
+fn run_script(script: &str, args: &[&str]) {
+    let path = crate::repo().join(script);
+    let status = std::process::Command::new(&path)
         .args(args)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "infra/multi-region {args:?} failed: {status}"
-    );
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(status.success(), "{script} {args:?} failed: {status}");
 }
 
 /// Held by each test of a suite for its whole run, where tests must not

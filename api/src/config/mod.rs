@@ -398,6 +398,10 @@ pub struct KafkaSettings {
     pub topic: String,
     /// With several regions: the topic link changes are told on.
     pub changes_topic: String,
+    /// With several regions: longest wait at start for MirrorMaker 2's
+    /// copies of every other region's changes to be current.
+    #[serde(with = "humantime_serde")]
+    pub mirror_wait: Duration,
     pub create_topic: bool,
     pub partitions: i32,
     pub replication_factor: i32,
@@ -422,6 +426,9 @@ impl KafkaSettings {
         }
         settings::check_kafka(&self.brokers, &self.changes_topic)
             .map_err(|e| invalid("events.kafka.changes_topic", e.reason))?;
+        if self.mirror_wait > Duration::from_secs(3600) {
+            return Err(invalid("events.kafka.mirror_wait", "must be at most 1h"));
+        }
         if self.partitions < 1 {
             return Err(invalid("events.kafka.partitions", "must be at least 1"));
         }

@@ -180,11 +180,28 @@ fn errors_name_the_bad_key() {
             "rediss://cache:6380",
             "SHORTENER__CACHE__REDIS__URL",
         ),
+        (
+            "SHORTENER__EVENTS__KAFKA__MIRROR_WAIT",
+            "-1s",
+            "SHORTENER__EVENTS__KAFKA__MIRROR_WAIT",
+        ),
     ];
     for (name, value, mentioned) in cases {
         let err = load(&[(name, value)]).expect_err(name).to_string();
         assert!(err.contains(mentioned), "{name}={value}: {err}");
     }
+    // Kafka's keys are checked where Kafka is used.
+    let err = load(&[
+        ("SHORTENER__STORAGE__BACKEND", "scylla"),
+        ("SHORTENER__EVENTS__BACKEND", "kafka"),
+        ("SHORTENER__EVENTS__KAFKA__MIRROR_WAIT", "2h"),
+    ])
+    .expect_err("a mirror wait of 2h")
+    .to_string();
+    assert!(
+        err.contains("SHORTENER__EVENTS__KAFKA__MIRROR_WAIT"),
+        "{err}"
+    );
 }
 
 #[test]

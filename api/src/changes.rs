@@ -40,6 +40,7 @@ use rdkafka::{
     ClientConfig, Message,
     consumer::{BaseConsumer, Consumer, StreamConsumer},
     error::KafkaResult,
+    message::Timestamp,
     producer::{FutureProducer, FutureRecord},
     topic_partition_list::{Offset, TopicPartitionList},
     util::Timeout,
@@ -72,7 +73,8 @@ const ENDS_REFRESH: Duration = Duration::from_secs(5);
 /// Waits before listening again after the listener stopped by itself,
 /// doubling up to the second.
 const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
-/// A listener that ran this long before it stopped starts again at once.
+/// A listener that ran this long before it stopped starts again after the
+/// shortest wait.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// Produces this region's link changes, and knows whether this instance
@@ -196,6 +198,10 @@ fn ends_now(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, i32, i64)>> {
         if !is_changes_topic(topic.name(), &kafka.changes_topic) {
             continue;
         }
+        // A topic Kafka cannot describe now is not taken for gone.
+        if let Some(error) = topic.error() {
+            return Err(rdkafka::error::KafkaError::MetadataFetch(error.into()));
+        }
         for partition in topic.partitions() {
             let (low, high) =
                 consumer.fetch_watermarks(topic.name(), partition.id(), METADATA_TIMEOUT)?;
@@ -211,10 +217,14 @@ fn ends_now(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, i32, i64)>> {
 /// (`<region>.heartbeats`, its default replication policy).
 const HEARTBEATS: &str = "heartbeats";
 
-/// Each region whose changes this Kafka holds a copy of (`<region>.<topic>`)
-/// and whose heartbeats MirrorMaker 2 copies too, with the time (ms since
-/// the epoch) its newest heartbeat copied here was sent, if any. Blocking.
-fn mirrored_heartbeats(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, Option<i64>)>> {
+/// Each of `others` whose changes this Kafka holds a copy of
+/// (`<region>.<topic>`) and whose heartbeats MirrorMaker 2 copies too, with
+/// the time (ms since the epoch) its newest heartbeat copied here was sent,
+/// if any. Blocking.
+fn mirrored_heartbeats(
+    kafka: &KafkaSettings,
+    others: &[String],
+) -> KafkaResult<Vec<(String, Option<i64>)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         // Read by assignment, never committed.
@@ -229,7 +239,7 @@ fn mirrored_heartbeats(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, Option
             .name()
             .strip_suffix(kafka.changes_topic.as_str())
             .and_then(|rest| rest.strip_suffix('.'))
-            .filter(|_| is_changes_topic(topic.name(), &kafka.changes_topic))
+            .filter(|region| others.iter().any(|other| other == region))
         else {
             continue;
         };
@@ -263,7 +273,9 @@ fn mirrored_heartbeats(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, Option
         };
         let message = message?;
         unread = unread.saturating_sub(1);
-        let Some(sent) = message.timestamp().to_millis() else {
+        // When it was sent, which MirrorMaker 2 keeps in its copies; a time
+        // of appending would be when it was copied.
+        let Timestamp::CreateTime(sent) = message.timestamp() else {
             continue;
         };
         let region = message.topic().strip_suffix(HEARTBEATS).unwrap_or_default();
@@ -276,20 +288,30 @@ fn mirrored_heartbeats(kafka: &KafkaSettings) -> KafkaResult<Vec<(String, Option
     Ok(regions)
 }
 
-/// Waits, `kafka.mirror_wait` at most, until every region's copied
-/// heartbeats include one sent after `since` (ms since the epoch). Returns
-/// false if `stop` came first.
-async fn wait_for_mirrors(kafka: &KafkaSettings, since: i64, stop: &CancellationToken) -> bool {
-    if kafka.mirror_wait.is_zero() {
+/// Waits until the copied heartbeats of every one of `others` include one
+/// sent after `since` (ms since the epoch): while Kafka does not answer,
+/// and then `kafka.mirror_wait` at most. Returns false if `stop` came
+/// first.
+async fn wait_for_mirrors(
+    kafka: &KafkaSettings,
+    others: &[String],
+    since: i64,
+    stop: &CancellationToken,
+) -> bool {
+    if kafka.mirror_wait.is_zero() || others.is_empty() {
         return true;
     }
     let started = Instant::now();
-    let mut behind: Vec<String> = Vec::new();
+    // The wait is counted from Kafka's first answer: a region coming back
+    // may start its instances before its Kafka.
+    let mut answered: Option<Instant> = None;
+    let mut warned: Option<Instant> = None;
     loop {
-        let settings = kafka.clone();
-        match tokio::task::spawn_blocking(move || mirrored_heartbeats(&settings)).await {
-            Ok(Ok(regions)) => {
-                behind = regions
+        let (settings, regions) = (kafka.clone(), others.to_vec());
+        match tokio::task::spawn_blocking(move || mirrored_heartbeats(&settings, &regions)).await {
+            Ok(Ok(heartbeats)) => {
+                let answered = *answered.get_or_insert_with(Instant::now);
+                let behind: Vec<String> = heartbeats
                     .into_iter()
                     .filter(|(_, sent)| sent.is_none_or(|sent| sent < since))
                     .map(|(region, _)| region)
@@ -298,17 +320,22 @@ async fn wait_for_mirrors(kafka: &KafkaSettings, since: i64, stop: &Cancellation
                     tracing::info!(took = ?started.elapsed(), "MirrorMaker 2's copies from every region are current");
                     return true;
                 }
+                if answered.elapsed() >= kafka.mirror_wait {
+                    tracing::warn!(
+                        regions = ?behind,
+                        waited = ?started.elapsed(),
+                        "MirrorMaker 2's copies of these regions' link changes are not current; going on, and applying their changes as they are copied"
+                    );
+                    return true;
+                }
             }
-            Ok(Err(error)) => tracing::debug!(%error, "reading MirrorMaker 2's heartbeats"),
+            Ok(Err(error)) => {
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(%error, "cannot read MirrorMaker 2's heartbeats; not ready until Kafka answers");
+                }
+            }
             Err(error) => tracing::error!(%error, "reading MirrorMaker 2's heartbeats failed"),
-        }
-        if started.elapsed() >= kafka.mirror_wait {
-            tracing::warn!(
-                regions = ?behind,
-                waited = ?started.elapsed(),
-                "MirrorMaker 2's copies of these regions' link changes are not current; going on, and applying their changes as they are copied"
-            );
-            return true;
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -414,12 +441,13 @@ fn regex_escape(text: &str) -> String {
 /// is raised once every change the topics held at the start is read.
 ///
 /// A listener that stops by itself (its consumer could not be made or
-/// subscribed, or its stream ended) lowers `caught_up`, since changes made
+/// subscribed, or failed fatally) lowers `caught_up`, since changes made
 /// from then on are not applied, and starts again after a pause: the
 /// instance is ready again once the new listener has caught up.
 pub async fn listen(
     kafka: KafkaSettings,
     region: String,
+    others: Vec<String>,
     cache: LinkCache,
     metrics: Arc<Metrics>,
     caught_up: Arc<AtomicBool>,
@@ -429,7 +457,10 @@ pub async fn listen(
     let mut backoff = first;
     loop {
         let started = Instant::now();
-        let stopped = listen_once(&kafka, &region, &cache, &metrics, &caught_up, &stop).await;
+        let stopped = listen_once(
+            &kafka, &region, &others, &cache, &metrics, &caught_up, &stop,
+        )
+        .await;
         if stop.is_cancelled() {
             return;
         }
@@ -455,12 +486,13 @@ pub async fn listen(
 async fn listen_once(
     kafka: &KafkaSettings,
     region: &str,
+    others: &[String],
     cache: &LinkCache,
     metrics: &Metrics,
     caught_up: &Arc<AtomicBool>,
     stop: &CancellationToken,
 ) -> String {
-    if !wait_for_mirrors(kafka, now_millis(), stop).await {
+    if !wait_for_mirrors(kafka, others, now_millis(), stop).await {
         return String::new();
     }
     // Where the topics end before listening: what must be read before
@@ -480,7 +512,6 @@ async fn listen_once(
             () = stop.cancelled() => return String::new(),
         }
     };
-    let mut catch_up = CatchUp::new(ends, caught_up.clone());
     let group = format!("shortener-api-changes.{region}.{}", uuid::Uuid::now_v7());
     let consumer: StreamConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -504,12 +535,15 @@ async fn listen_once(
         return format!("cannot subscribe to {pattern}: {error}");
     }
     tracing::info!(pattern, "listening to other regions' link changes");
+    // Only now: with nothing to read, it is caught up at once.
+    let mut catch_up = CatchUp::new(ends, caught_up.clone());
     let mut stream = consumer.stream();
     // A partition whose changes up to its end were all dropped by retention
     // meanwhile has no message left to read: its position tells.
     let mut positions = tokio::time::interval(Duration::from_secs(1));
     let mut ends =
         tokio::time::interval_at(tokio::time::Instant::now() + ENDS_REFRESH, ENDS_REFRESH);
+    ends.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
@@ -537,6 +571,10 @@ async fn listen_once(
         };
         let message = match message {
             Ok(message) => message,
+            // One the consumer cannot go on after: a new one.
+            Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                return format!("the consumer failed: {error}");
+            }
             Err(error) => {
                 tracing::debug!(%error, "reading link changes");
                 continue;

@@ -172,6 +172,12 @@ impl Application {
         let changes = match settings.region.regions() {
             Some(regions) => {
                 let region = regions.local().name.clone();
+                let others: Vec<String> = regions
+                    .all()
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .filter(|name| *name != region)
+                    .collect();
                 // Fences outlast every cached copy; a load takes at most
                 // Redis's timeout and two store reads.
                 let keep = settings.cache.l1.ttl.max(settings.cache.redis.ttl);
@@ -188,6 +194,7 @@ impl Application {
                 tasks.spawn(changes::listen(
                     kafka.clone(),
                     region.clone(),
+                    others,
                     cache.clone(),
                     metrics.clone(),
                     feed.catch_up_flag(),

@@ -330,11 +330,12 @@ async fn a_change_in_one_region_reaches_every_region() {
 
 /// An instance that starts after changes were made elsewhere (a region
 /// back from an outage, or a new instance) is not ready until it has heard
-/// them: its region's Redis may keep the old answers, and only those
+/// them: its region's Redis keeps the old answers, and only those
 /// changes' fences keep it from serving them. Here MirrorMaker 2 copies
 /// nothing into us while the changes are made and the instance starts, as
 /// when us was away: the instance waits for the copies to be current (a
-/// heartbeat of each region sent after it started), then reads them.
+/// heartbeat of each region sent after it started), reads them, and once
+/// ready answers every new target, none of the old ones us had cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it() {
     const CHANGES: usize = 30;
@@ -344,16 +345,24 @@ async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it()
     let [eu, us, _] = &deployment.apps[..] else {
         unreachable!("three regions")
     };
-    let change = |i: usize| async move {
-        let (code, token) = eu.shorten(&format!("https://example.com/v1/{i}")).await;
-        let response = eu
-            .patch(
-                &code,
-                &token,
-                json!({ "url": format!("https://example.com/v2/{i}") }),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
+    let old = |i: usize| format!("https://example.com/v1/{i}");
+    let new = |i: usize| format!("https://example.com/v2/{i}");
+    // Links made in eu, each cached in us (its L1 and Redis).
+    let mut links = Vec::new();
+    for i in 0..CHANGES {
+        let link = eu.shorten(&old(i)).await;
+        crate::outage::eventually(Duration::from_secs(30), "us has eu's link", || async {
+            answer(us, &link.0).await == old(i)
+        })
+        .await;
+        links.push(link);
+    }
+    let change = |i: usize| {
+        let (code, token) = &links[i];
+        async move {
+            let response = eu.patch(code, token, json!({ "url": new(i) })).await;
+            assert_eq!(response.status(), StatusCode::OK);
+        }
     };
     // A first change, heard in us: us's Kafka has its copy of eu's topic.
     let before = us.metric(HEARD).await;
@@ -419,10 +428,14 @@ async fn a_starting_instance_is_ready_only_once_it_heard_the_changes_before_it()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let ready = resumed.elapsed();
+    // At once: us's Redis held every old target.
+    for (i, (code, _)) in links.iter().enumerate() {
+        assert_eq!(answer(&late, code).await, new(i), "{code} once ready");
+    }
     let heard = late.metric(HEARD).await;
     println!(
-        "a new us instance was ready {:?} after MirrorMaker 2 could copy into us again ({not_ready} probes said not yet), having heard {heard} changes",
-        resumed.elapsed()
+        "a new us instance was ready {ready:?} after MirrorMaker 2 could copy into us again ({not_ready} probes said not yet), having heard {heard} changes, and answered every new target"
     );
     assert_eq!(body["changes"], "caught_up");
     assert!(
@@ -637,7 +650,9 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     // load balancer.
     let returning = Load::at(&entry(1), &served, 2);
     register("us", &back).await;
-    crate::outage::eventually(Duration::from_secs(60), "us ready again", || async {
+    // Its node's start, then MirrorMaker 2's copies into us current
+    // (events.kafka.mirror_wait, 30 s at most).
+    crate::outage::eventually(Duration::from_secs(120), "us ready again", || async {
         back.get("/readyz").await.status() == StatusCode::OK
     })
     .await;

@@ -8,12 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::future::join_all;
+use futures_util::{FutureExt, future::join_all};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shortener_testkit::stack::multi_region;
 use stores::fixtures::{DropRegionKeyspace, TEST_REGIONS, region_test_options, scaled};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     helpers::{TestApp, Tier, spawn_app_in},
@@ -486,7 +487,9 @@ impl Drop for Undo {
 /// made in the lost region before its loss still redirect elsewhere, and
 /// it serves again once revived, its clients back, with no step but
 /// starting it; the clicks its Kafka held uncounted are counted then,
-/// once.
+/// once. Creates go on in us until its node dies, at each create
+/// consistency: none acknowledged at `each_quorum` is missing in eu, and
+/// how many at `local_quorum` are (the RPO) is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     use crate::outage::{Load, p99};
@@ -552,6 +555,22 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     let loads: Vec<Load> = (0..REGIONS.len())
         .map(|i| Load::at(&entry(i), &served, 2))
         .collect();
+    // Creates in us up to its loss: at local_quorum on its instance, at
+    // each_quorum on a second one.
+    let each = spawn_app_in(
+        deployment.tiers[1].clone(),
+        tempfile::tempdir().expect("temporary directory"),
+        |settings| {
+            settings.storage.scylla.create_consistency =
+                Some(stores::scylla::CreateConsistency::EachQuorum);
+        },
+    )
+    .await;
+    let creating = CancellationToken::new();
+    let creators: Vec<_> = [&deployment.apps[1].address, &each.address]
+        .into_iter()
+        .map(|base| tokio::spawn(create_until(base.clone(), creating.clone())))
+        .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let lost_at = Instant::now();
     let us = deployment.apps.remove(1);
@@ -559,7 +578,13 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     tokio::task::spawn_blocking(|| multi_region(&["kill", "us"]))
         .await
         .expect("kill");
+    creating.cancel();
+    let mut acknowledged = Vec::new();
+    for creator in creators {
+        acknowledged.push(creator.await.expect("creator"));
+    }
     us.stop().await;
+    each.stop().await;
     // us's clients land in the nearest region left, eu.
     crate::outage::eventually(
         Duration::from_secs(30),
@@ -572,6 +597,30 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
     let [eu, ap] = &deployment.apps[..] else {
         unreachable!("two regions left")
     };
+    // The creates acknowledged in us before it was lost, as eu has them.
+    let mut missing = [0; 2];
+    for (n, codes) in acknowledged.iter().enumerate() {
+        for code in codes {
+            if !eu.get(&format!("/{code}")).await.status().is_redirection() {
+                missing[n] += 1;
+            }
+        }
+    }
+    println!(
+        "creates acknowledged in us until its loss, missing in eu after it: {} of {} at local_quorum, {} of {} at each_quorum",
+        missing[0],
+        acknowledged[0].len(),
+        missing[1],
+        acknowledged[1].len()
+    );
+    assert!(
+        acknowledged.iter().all(|codes| !codes.is_empty()),
+        "creates were acknowledged in us before its loss"
+    );
+    assert_eq!(
+        missing[1], 0,
+        "a create acknowledged at each_quorum was lost with its region"
+    );
     // Made in us before its loss: still there, in both other regions.
     for code in &us_made {
         for app in [eu, ap] {
@@ -724,6 +773,34 @@ async fn a_lost_region_leaves_the_others_serving_and_comes_back() {
 /// Where the clients of region `i` enter (`infra/multi-region`'s edge):
 /// their region's load balancer while it is healthy, else the nearest
 /// healthy region's.
+/// Creates links at `base` two at a time until `stop`; the codes of the
+/// creates answered `201`.
+async fn create_until(base: String, stop: CancellationToken) -> Vec<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let create = || async {
+        let response = client
+            .post(format!("{base}/api/v1/links"))
+            .json(&json!({ "url": "https://example.com/up-to-the-loss" }))
+            .send()
+            .await
+            .ok()?;
+        if response.status() != StatusCode::CREATED {
+            return None;
+        }
+        let body: Value = response.json().await.ok()?;
+        Some(body["code"].as_str()?.to_owned())
+    };
+    let mut codes = Vec::new();
+    while !stop.is_cancelled() {
+        let (a, b) = tokio::join!(create(), create());
+        codes.extend(a.into_iter().chain(b));
+    }
+    codes
+}
+
 fn entry(i: usize) -> String {
     format!("http://127.0.{}.3:8080", i + 1)
 }
@@ -757,9 +834,12 @@ async fn serving(client: &reqwest::Client, i: usize) -> Option<String> {
 /// A region cut off from the others (both ways, its servers and its
 /// instance) while its clients still reach it: it goes on serving what it
 /// has, makes generated codes of its own, and refuses alias creates fast
-/// (503) once its node knows the others are gone; the others go on too.
-/// After healing, every region has every link made on either side, and the
-/// change made elsewhere during the partition reaches it.
+/// (503) once its node knows the others are gone, and so a change of one
+/// of its own links and a follow of a link made elsewhere meanwhile (it
+/// cannot ask the link's home region: a `503`, never a `404`); the others
+/// go on too. After healing, every region has every link made on either
+/// side, the change made elsewhere during the partition reaches it, and
+/// the change it refused can be made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
     use crate::helpers::ApiProcess;
@@ -814,6 +894,24 @@ async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
     for n in 0..10 {
         local.push(shorten_in_us(format!("https://example.com/p/us/{n}")).await);
     }
+    // One of us's links with its token, to change during the partition.
+    let (own, own_token) = {
+        let created: Value = create_in_us(json!({ "url": "https://example.com/p/us-own" }))
+            .await
+            .expect("create in us")
+            .json()
+            .await
+            .expect("body");
+        let field = |name: &str| created[name].as_str().expect(name).to_owned();
+        (field("code"), field("token"))
+    };
+    let change_in_us = |url: &str| {
+        client
+            .patch(format!("{}/api/v1/links/{own}", us.address))
+            .bearer_auth(&own_token)
+            .json(&json!({ "url": url }))
+            .send()
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (code, _) in &cached {
         let status = in_us(format!("/{code}")).await.expect("follow").status();
@@ -896,6 +994,44 @@ async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
+    // In us, what needs the other regions fails fast, with 503: a link
+    // made in eu meanwhile (us's replica lacks it and cannot ask its home
+    // region: not a 404, which would be a lie), a change of its own link
+    // (a majority of all replicas) and its deletion.
+    let refused = [
+        (
+            "a follow of a link made in eu",
+            in_us(format!("/{}", made_in_eu[0])).boxed(),
+        ),
+        (
+            "a PATCH",
+            change_in_us("https://example.com/p/us-own-changed").boxed(),
+        ),
+        (
+            "a DELETE",
+            client
+                .delete(format!("{}/api/v1/links/{own}", us.address))
+                .bearer_auth(&own_token)
+                .send()
+                .boxed(),
+        ),
+    ];
+    for (what, request) in refused {
+        let started = Instant::now();
+        let response = request.await.expect(what);
+        let took = started.elapsed();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what} in partitioned us"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+        println!("partitioned us: {what} answered 503 in {took:?}");
+    }
     let mut all: Vec<&String> = made_in_us.iter().chain(&made_in_eu).chain(&local).collect();
     all.extend(cached.iter().map(|(code, _)| code));
     let distinct: std::collections::HashSet<&&String> = all.iter().collect();
@@ -937,6 +1073,11 @@ async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
         if location.as_deref() != Some("https://example.com/p/changed") {
             missing.push(format!("the change in us: {location:?}"));
         }
+        // Neither the refused PATCH nor the refused DELETE happened.
+        let own_target = answer(eu, &own).await;
+        if own_target != "https://example.com/p/us-own" {
+            missing.push(format!("us's own link in eu: {own_target}"));
+        }
         missing
     };
     let took = loop {
@@ -956,6 +1097,13 @@ async fn a_partitioned_region_serves_its_clients_and_converges_after_healing() {
         "healed: every region had the {} links made on both sides, and us the change, after {took:?}",
         made_in_us.len() + made_in_eu.len() + 1
     );
+    // The change us refused can be made now.
+    crate::outage::eventually(Duration::from_secs(60), "a PATCH in us again", || async {
+        change_in_us("https://example.com/p/us-own-changed")
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
     // And us makes aliases again.
     crate::outage::eventually(
         Duration::from_secs(60),

@@ -24,9 +24,11 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds `other`; a sum past `u64::MAX` (only corrupt rows could make
+    /// one) stays at the maximum.
     pub fn add(&mut self, other: Counts) {
-        self.clicks += other.clicks;
-        self.bot_clicks += other.bot_clicks;
+        self.clicks = self.clicks.saturating_add(other.clicks);
+        self.bot_clicks = self.bot_clicks.saturating_add(other.bot_clicks);
     }
 
     fn one(bot: bool) -> Self {
@@ -345,6 +347,25 @@ impl Aggregator {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn counts_add_up_and_stop_at_the_maximum() {
+        let mut counts = Counts {
+            clicks: 2,
+            bot_clicks: u64::MAX - 1,
+        };
+        counts.add(Counts {
+            clicks: 3,
+            bot_clicks: 5,
+        });
+        assert_eq!(
+            counts,
+            Counts {
+                clicks: 5,
+                bot_clicks: u64::MAX
+            }
+        );
+    }
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     const GOOGLEBOT: &str =

@@ -3,11 +3,13 @@
 #   public   the ALB and the NAT gateways; nothing else has a public address
 #   private  the API and worker tasks (ECS Fargate); egress through NAT
 #   data     ElastiCache, MSK and the ScyllaDB nodes; no route to the
-#            internet at all (images and packages come through the S3
-#            gateway endpoint or are baked in)
+#            internet and no AWS API endpoint: the ScyllaDB nodes run
+#            from baked images (the scylla module decides what endpoints
+#            they need, e.g. SSM and CloudWatch, and adds them)
 #
-# Each tier gets a /4 of the VPC's range per zone slot (six slots, so zones
-# can be added without renumbering): a /16 gives /20 subnets.
+# Public and private subnets take a sixteenth of the VPC's range per zone
+# slot (six slots each, so zones can be added without renumbering), data
+# subnets a thirty-second: a /16 gives /20 and /21 subnets.
 
 data "aws_region" "current" {}
 
@@ -17,8 +19,7 @@ data "aws_partition" "current" {}
 
 data "aws_availability_zones" "available" {
   # checkov:skip=CKV_AWS_394: only read when availability_zones is empty, and then only its first az_count names are used: AWS adds a region's new zones after the existing ones, so those stay the same; pin them with availability_zones.
-  state = "available"
-
+  # Every zone, impaired ones too: a zone's state must not shift the list.
   filter {
     name   = "opt-in-status"
     values = ["opt-in-not-required"]
@@ -115,15 +116,18 @@ resource "aws_nat_gateway" "this" {
   tags = merge(local.tags, { Name = "${var.name}-${local.azs[count.index]}" })
 }
 
+# Routes are resources of their own, not inline blocks: routes other
+# modules add (to the other regions) are then not taken away.
 resource "aws_route_table" "public" {
   vpc_id = aws_vpc.this.id
 
-  route {
-    cidr_block = "0.0.0.0/0"
-    gateway_id = aws_internet_gateway.this.id
-  }
-
   tags = merge(local.tags, { Name = "${var.name}-public" })
+}
+
+resource "aws_route" "public_internet" {
+  route_table_id         = aws_route_table.public.id
+  destination_cidr_block = "0.0.0.0/0"
+  gateway_id             = aws_internet_gateway.this.id
 }
 
 resource "aws_route_table_association" "public" {
@@ -138,12 +142,15 @@ resource "aws_route_table" "private" {
 
   vpc_id = aws_vpc.this.id
 
-  route {
-    cidr_block     = "0.0.0.0/0"
-    nat_gateway_id = aws_nat_gateway.this[var.nat_gateway_per_az ? count.index : 0].id
-  }
-
   tags = merge(local.tags, { Name = "${var.name}-private-${local.azs[count.index]}" })
+}
+
+resource "aws_route" "private_nat" {
+  count = var.az_count
+
+  route_table_id         = aws_route_table.private[count.index].id
+  destination_cidr_block = "0.0.0.0/0"
+  nat_gateway_id         = aws_nat_gateway.this[var.nat_gateway_per_az ? count.index : 0].id
 }
 
 resource "aws_route_table_association" "private" {
@@ -167,12 +174,12 @@ resource "aws_route_table_association" "data" {
   route_table_id = aws_route_table.data.id
 }
 
-# S3 without the internet: ECR image layers, ALB access logs, state.
+# S3 without NAT: the private tier's ECR image layers and OS packages.
 resource "aws_vpc_endpoint" "s3" {
   vpc_id            = aws_vpc.this.id
   service_name      = "com.amazonaws.${data.aws_region.current.region}.s3"
   vpc_endpoint_type = "Gateway"
-  route_table_ids   = concat(aws_route_table.private[*].id, [aws_route_table.data.id])
+  route_table_ids   = aws_route_table.private[*].id
 
   tags = merge(local.tags, { Name = "${var.name}-s3" })
 }
@@ -285,4 +292,7 @@ resource "aws_flow_log" "this" {
   iam_role_arn         = aws_iam_role.flow_logs.arn
 
   tags = local.tags
+
+  # Delivery starts at once: the role must be allowed to write first.
+  depends_on = [aws_iam_role_policy.flow_logs]
 }

@@ -32,3 +32,28 @@ output "nat_public_ips" {
   description = "The NAT gateways' public addresses (egress of the private tier)."
   value       = aws_eip.nat[*].public_ip
 }
+
+output "public_subnet_cidrs" {
+  description = "The public subnets' ranges, in zone order."
+  value       = aws_subnet.public[*].cidr_block
+}
+
+output "private_subnet_cidrs" {
+  description = "The private subnets' ranges, in zone order (the sources the data tier's security groups admit)."
+  value       = aws_subnet.private[*].cidr_block
+}
+
+output "data_subnet_cidrs" {
+  description = "The data subnets' ranges, in zone order."
+  value       = aws_subnet.data[*].cidr_block
+}
+
+output "private_route_table_ids" {
+  description = "The private tier's route tables, one per zone: where routes to the other regions go."
+  value       = aws_route_table.private[*].id
+}
+
+output "data_route_table_id" {
+  description = "The data tier's route table: where routes to the other regions' data tiers go."
+  value       = aws_route_table.data.id
+}

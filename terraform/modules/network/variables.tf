@@ -3,8 +3,8 @@ variable "name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
-    error_message = "name must be 3 to 32 lowercase letters, digits and hyphens, starting with a letter."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,25}[a-z0-9]$", var.name))
+    error_message = "name must be 3 to 27 lowercase letters, digits and hyphens, starting with a letter (IAM name prefixes are at most 38 characters)."
   }
 }
 
@@ -14,8 +14,8 @@ variable "cidr_block" {
   default     = "10.0.0.0/16"
 
   validation {
-    condition     = can(cidrhost(var.cidr_block, 0)) && tonumber(split("/", var.cidr_block)[1]) <= 20
-    error_message = "cidr_block must be an IPv4 CIDR of /20 or larger (it is cut into 3 tiers x up to 6 zones)."
+    condition     = can(cidrnetmask(var.cidr_block)) && can(regex("/(1[6-9]|20)$", var.cidr_block)) && can(cidrsubnet(var.cidr_block, 0, 0) == var.cidr_block ? true : tobool("host bits"))
+    error_message = "cidr_block must be an IPv4 network from /16 to /20, without host bits (AWS takes /16 to /28; the module cuts it in 3 tiers of up to 6 zones)."
   }
 }
 
